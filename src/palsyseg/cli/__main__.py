@@ -1,0 +1,3 @@
+from palsyseg.cli import main
+
+main()

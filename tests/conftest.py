@@ -1,0 +1,41 @@
+"""Shared test fixtures: the quiet/offline environment and an in-process CLI runner."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import pytest
+
+from palsyseg.runtime import configure_quiet_offline
+
+configure_quiet_offline()
+
+
+@dataclass
+class CliResult:
+    code: int
+    stdout: str
+    stderr: str
+
+
+CliRunner = Callable[..., CliResult]
+
+
+@pytest.fixture
+def cli(capsys: pytest.CaptureFixture[str]) -> CliRunner:
+    """Run ``palsyseg ARGS...`` in-process through the real entry point; return code and output."""
+
+    def run(*args: object) -> CliResult:
+        from palsyseg.cli import main
+
+        capsys.readouterr()
+        try:
+            main([str(a) for a in args])
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        captured = capsys.readouterr()
+        return CliResult(code, captured.out, captured.err)
+
+    return run
