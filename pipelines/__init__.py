@@ -1,0 +1,1 @@
+"""Kubeflow Pipelines v2 pipeline definitions wiring the components in components/."""
