@@ -1,0 +1,322 @@
+"""The training objective of §3.4 (eq. 6–8) plus the auxiliary terms of the multi-task heads.
+
+``SegmentationLoss(config)(outputs, mask, depth)`` returns the total loss and a dict of per-term
+values for logging. Terms whose model outputs are missing are skipped (the smp baselines return
+only ``logits``: they get cross-entropy and the boundary-enhanced loss).
+
+Terms (``w_*`` are :class:`LossConfig` weights):
+
+- ``ce``: pixel-wise cross-entropy of ``logits`` with optional class weights.
+- ``boundary`` — the boundary-enhanced semantic loss, **eq. 7**: for image i and category j,
+  ``p_ij`` is the number of contour pixels of j in the label map (pixels of j with a 4-neighbour
+  of another label; the image border is not a contour), and the term is the per-pixel CE summed
+  over those pixels divided by ``p_ij`` and weighted by ``w_j``. The ``1/(N·P)`` mean runs over
+  the (i, j) pairs that *have* contour pixels (``1/p_ij`` is undefined elsewhere); a batch with
+  no contour at all (all background) gives 0.
+- ``hist`` — the HIST loss [26] (**eq. 6**: ``L_hist = λ_s·L_CE + L_D``) following the official
+  formulation (Lim et al., CVPR 2022): learnable class means and diagonal log-variances; each
+  node's squared Mahalanobis distance (after L2 normalisation, log-variances through ReLU6) to
+  every class; the distribution loss ``L_D`` = −log of the softmax(−τ·distance) mass on the true
+  class; a hypergraph with one hyperedge per class present in the batch whose incidence is 1 for
+  the class's own nodes and ``exp(−α·distance)`` for the others (semantic tuples); a two-layer
+  HGNN (Feng et al., AAAI 2019) classifies the nodes, ``L_CE`` its cross-entropy. **Our reading**:
+  HIST is a metric-learning loss over *samples*, so the samples here are the per-category
+  embeddings pooled per image (``category_embeddings`` B×C×D): node (i, c) exists when category c
+  occurs in image i's label map and is labelled c. (The HGNN uses LayerNorm where the official
+  code uses BatchNorm, so a batch with few nodes trains.) The loss owns parameters (means,
+  log-variances, HGNN; width ``LossConfig.hist_dim``): the optimiser must include
+  ``loss.parameters()`` and the loss must be moved to the model's device.
+- ``aux`` — deep supervision of the foreground-attention masks (``aux_logits``, Mask2Former):
+  one-vs-rest BCE + soft Dice per category, the targets area-downsampled to the mask resolution.
+  One-vs-rest matches the ``sigmoid > 0.5`` foreground of eq. 5.
+- ``depth`` — against the generator's relative depth ``d ∈ [0, 1]`` (0 = no depth, masked out),
+  target ``m_max·d``: scale-invariant log error (Eigen et al., the PanopticDepth depth loss,
+  ``sqrt(mean g² − λ·mean(g)²)``, ``g = log pred − log target`` per image) plus the absolute
+  relative error. Images without any depth pixel are skipped; a batch without depth gives 0.
+- ``edge`` — BCE of the ``edge`` logits against the union of category contours, with
+  ``pos_weight = #negative / #positive`` (clamped to ``[1, edge_max_pos_weight]``).
+
+**Eq. 8** writes ``L = L_D + λ_s·L_CE·L_best``, a *product* of the segmentation CE and the
+boundary loss. Its gradient ``L_best·∇L_CE + L_CE·∇L_best`` scales each term by the other, which
+vanishes as either one improves (a perfect boundary switches off learning of the interiors and
+vice versa) and makes the effective learning rate depend on the loss scale. We therefore default
+to a **weighted sum** (``combine="sum"``):
+``w_ce·CE + w_boundary·L_best + w_hist·L_hist + w_aux·aux + w_depth·depth + w_edge·edge``, which
+keeps eq. 8's ingredients (HIST's ``L_D`` and ``λ_s·L_CE`` via eq. 6, the CE, the boundary loss)
+with independent, bounded gradients. ``combine="product"`` reproduces eq. 8's
+``w_ce·CE·L_best`` for the segmentation part (the other terms are still added).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = ["HISTLoss", "LossConfig", "SegmentationLoss", "category_contours", "label_edges"]
+
+
+@dataclass
+class LossConfig:
+    """Weights and settings of :class:`SegmentationLoss` (a ``params.yaml`` ``loss`` section)."""
+
+    ce_weight: float = 1.0
+    class_weights: Sequence[float] | None = None  # per class, for the CE; None = uniform
+    boundary_weight: float = 1.0  # eq. 7
+    boundary_category_weights: Sequence[float] | None = None  # w_j of eq. 7; None = all 1
+    combine: Literal["sum", "product"] = "sum"  # eq. 8 reading, see the module docstring
+    hist_weight: float = 0.1  # eq. 6 as a whole
+    hist_lambda_s: float = 1.0  # λ_s of eq. 6
+    hist_tau: float = 32.0  # softmax temperature of the distribution loss (official default)
+    hist_alpha: float = 0.9  # incidence decay exp(−α·d) (official default)
+    hist_hidden: int = 64  # HGNN hidden width
+    hist_dim: int = 64  # width of category_embeddings (= PalsyNetConfig.embed_dim)
+    aux_weight: float = 0.5
+    depth_weight: float = 0.5
+    depth_si_lambda: float = 0.85  # λ of the scale-invariant log error
+    m_max: float = 80.0  # target depth = m_max · relative depth (eq. 2–3)
+    edge_weight: float = 0.5
+    edge_max_pos_weight: float = 50.0
+
+    def __post_init__(self) -> None:
+        if self.combine not in ("sum", "product"):
+            raise ValueError(f"combine must be 'sum' or 'product', got {self.combine!r}")
+        if self.hist_lambda_s <= 0:
+            raise ValueError("hist_lambda_s must be > 0 (eq. 6)")
+        if self.m_max <= 0:
+            raise ValueError("m_max must be > 0")
+        if not 0 <= self.depth_si_lambda <= 1:
+            raise ValueError("depth_si_lambda must lie in [0, 1]")
+
+
+# ----------------------------------------------------------------------------------------------
+# Boundaries of a label map
+
+
+def category_contours(mask: Tensor, num_classes: int) -> Tensor:
+    """Per-category inner contours of a label map B×H×W → bool B×C×H×W.
+
+    A pixel is on the contour of its own category when one of its 4-neighbours has another label;
+    the image border is not a contour (edge-replicated neighbours).
+    """
+    padded = F.pad(mask[:, None].float(), (1, 1, 1, 1), mode="replicate")[:, 0]
+    centre = padded[:, 1:-1, 1:-1]
+    differs = torch.zeros_like(mask, dtype=torch.bool)
+    for dy, dx in ((0, 1), (2, 1), (1, 0), (1, 2)):
+        neighbour = padded[:, dy : dy + mask.shape[1], dx : dx + mask.shape[2]]
+        differs |= neighbour != centre
+    onehot = F.one_hot(mask, num_classes).permute(0, 3, 1, 2).bool()
+    return onehot & differs[:, None]
+
+
+def label_edges(mask: Tensor) -> Tensor:
+    """Union of category contours, B×H×W float (1 on a boundary pixel of either side)."""
+    return category_contours(mask, int(mask.max().item()) + 1).any(dim=1).float()
+
+
+def boundary_enhanced_loss(
+    pixel_ce: Tensor, contours: Tensor, category_weights: Tensor | None
+) -> Tensor:
+    """Eq. 7: mean over present (image, category) pairs of ``w_j/p_ij · Σ_contour CE``."""
+    c = contours.float()
+    p = c.sum(dim=(2, 3))  # p_ij: contour pixels of category j in image i
+    summed = (c * pixel_ce[:, None]).sum(dim=(2, 3))
+    present = p > 0
+    per_pair = summed / p.clamp(min=1)
+    if category_weights is not None:
+        per_pair = per_pair * category_weights[None]
+    if not present.any():
+        return pixel_ce.sum() * 0.0
+    return per_pair[present].mean()
+
+
+# ----------------------------------------------------------------------------------------------
+# HIST (eq. 6)
+
+
+class HISTLoss(nn.Module):
+    """Hypergraph-induced semantic tuplet loss (Lim et al., CVPR 2022), eq. 6.
+
+    ``forward(embeddings N×D, labels N)`` → (``λ_s·L_CE + L_D``, ``L_CE``, ``L_D``).
+    """
+
+    def __init__(
+        self, num_classes: int, dim: int, tau: float, alpha: float, lambda_s: float, hidden: int
+    ) -> None:
+        super().__init__()
+        self.num_classes, self.tau, self.alpha, self.lambda_s = num_classes, tau, alpha, lambda_s
+        self.means = nn.Parameter(torch.empty(num_classes, dim))
+        self.log_vars = nn.Parameter(torch.empty(num_classes, dim))
+        nn.init.kaiming_normal_(self.means, mode="fan_out")
+        nn.init.kaiming_normal_(self.log_vars, mode="fan_out")
+        self.theta1 = nn.Linear(dim, hidden)
+        self.norm = nn.LayerNorm(hidden)
+        self.theta2 = nn.Linear(hidden, num_classes)
+
+    def distances(self, x: Tensor) -> Tensor:
+        """Squared Mahalanobis distances N×C of L2-normalised nodes to L2-normalised class means
+        under diagonal covariances ``exp(relu6(log_var))``."""
+        x = F.normalize(x, dim=-1)
+        mu = F.normalize(self.means, dim=-1)
+        var = torch.exp(F.relu6(self.log_vars))
+        return ((x[:, None, :] - mu[None]) ** 2 / var[None]).sum(dim=-1)
+
+    @staticmethod
+    def propagation(incidence: Tensor) -> Tensor:
+        """HGNN propagation ``Dv^-1/2 H W De^-1 Hᵀ Dv^-1/2`` with unit hyperedge weights W."""
+        dv = incidence.sum(dim=1).clamp(min=1e-12)
+        de = incidence.sum(dim=0).clamp(min=1e-12)
+        h = incidence * dv.rsqrt()[:, None]
+        return (h / de[None]) @ h.t()
+
+    def forward(self, x: Tensor, labels: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        x = x.float()
+        dist = self.distances(x)
+        onehot = F.one_hot(labels, self.num_classes).float()
+        # distribution loss L_D: −log of the probability mass on the true class distribution
+        log_prob = F.log_softmax(-self.tau * dist, dim=1)
+        loss_d = -(log_prob * onehot).sum(dim=1).mean()
+        # hypergraph: one hyperedge per class in the batch (semantic tuple), soft incidence
+        in_batch = onehot.sum(dim=0) > 0
+        own = onehot[:, in_batch]
+        incidence = own + torch.exp(-self.alpha * dist[:, in_batch]) * (1 - own)
+        g = self.propagation(incidence)
+        hidden = F.leaky_relu(self.norm(g @ self.theta1(x)), 0.1)
+        node_logits = g @ self.theta2(hidden)
+        loss_ce = F.cross_entropy(node_logits, labels)
+        return self.lambda_s * loss_ce + loss_d, loss_ce, loss_d  # eq. 6
+
+
+# ----------------------------------------------------------------------------------------------
+# The whole objective
+
+
+def _resize_logits(logits: Tensor, size: tuple[int, int]) -> Tensor:
+    if tuple(logits.shape[-2:]) == tuple(size):
+        return logits
+    return F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
+
+
+class SegmentationLoss(nn.Module):
+    """Eq. 6–8 and the auxiliary multi-task terms; see the module docstring for each term.
+
+    ``forward(outputs, mask, depth=None)``: ``outputs`` a model's dict (``logits`` required;
+    ``aux_logits``, ``category_embeddings``, ``depth``, ``edge`` used when present), ``mask`` B×H×W
+    int64 labels, ``depth`` B×H×W relative depth in ``[0, 1]`` (0 = no depth) or None. Returns
+    (total loss, ``{term: value}`` floats for logging, including ``total``).
+    """
+
+    def __init__(self, config: LossConfig | None = None, num_classes: int = 7) -> None:
+        super().__init__()
+        self.config = cfg = config or LossConfig()
+        self.num_classes = num_classes
+        for name in ("class_weights", "boundary_category_weights"):
+            values = getattr(cfg, name)
+            if values is not None and len(values) != num_classes:
+                raise ValueError(f"{name} needs {num_classes} values, got {len(values)}")
+            tensor = None if values is None else torch.tensor(list(values), dtype=torch.float32)
+            self.register_buffer(name, tensor, persistent=False)
+        self.hist = HISTLoss(
+            num_classes,
+            cfg.hist_dim,
+            cfg.hist_tau,
+            cfg.hist_alpha,
+            cfg.hist_lambda_s,
+            cfg.hist_hidden,
+        )
+
+    def forward(
+        self, outputs: dict, mask: Tensor, depth: Tensor | None = None
+    ) -> tuple[Tensor, dict[str, float]]:
+        cfg = self.config
+        mask = mask.long()
+        logits = _resize_logits(outputs["logits"].float(), tuple(mask.shape[-2:]))
+        terms: dict[str, Tensor] = {}
+
+        pixel_ce = F.cross_entropy(logits, mask, weight=self.class_weights, reduction="none")
+        if self.class_weights is not None:  # weighted mean, as F.cross_entropy(reduction="mean")
+            ce = pixel_ce.sum() / self.class_weights[mask].sum()
+        else:
+            ce = pixel_ce.mean()
+        contours = category_contours(mask, self.num_classes)
+        boundary = boundary_enhanced_loss(pixel_ce, contours, self.boundary_category_weights)
+        terms["ce"], terms["boundary"] = ce, boundary
+        if cfg.combine == "product":  # eq. 8: λ·L_CE·L_best
+            total = cfg.ce_weight * ce * boundary
+        else:
+            total = cfg.ce_weight * ce + cfg.boundary_weight * boundary
+
+        if cfg.hist_weight > 0 and outputs.get("category_embeddings") is not None:
+            emb = outputs["category_embeddings"]
+            present = F.one_hot(mask.flatten(1), self.num_classes).sum(dim=1) > 0  # B×C
+            image_idx, category_idx = present.nonzero(as_tuple=True)
+            if emb.shape[-1] != cfg.hist_dim:
+                raise ValueError(
+                    f"category_embeddings have width {emb.shape[-1]} but LossConfig.hist_dim is "
+                    f"{cfg.hist_dim}: set loss.hist_dim to the model's embed_dim"
+                )
+            hist_total, hist_ce, hist_d = self.hist(emb[image_idx, category_idx], category_idx)
+            terms["hist"], terms["hist_ce"], terms["hist_d"] = hist_total, hist_ce, hist_d
+            total = total + cfg.hist_weight * hist_total
+
+        if cfg.aux_weight > 0 and outputs.get("aux_logits"):
+            aux = [self._mask_loss(a.float(), mask) for a in outputs["aux_logits"]]
+            terms["aux"] = torch.stack(aux).mean()
+            total = total + cfg.aux_weight * terms["aux"]
+
+        if cfg.depth_weight > 0 and outputs.get("depth") is not None and depth is not None:
+            terms["depth"] = self._depth_loss(outputs["depth"].float(), depth.float())
+            total = total + cfg.depth_weight * terms["depth"]
+
+        if cfg.edge_weight > 0 and outputs.get("edge") is not None:
+            edge_target = contours.any(dim=1).float()
+            edge_logits = _resize_logits(outputs["edge"].float(), tuple(mask.shape[-2:]))[:, 0]
+            pos = edge_target.sum()
+            neg = edge_target.numel() - pos
+            pos_weight = (neg / pos.clamp(min=1)).clamp(1.0, cfg.edge_max_pos_weight)
+            terms["edge"] = F.binary_cross_entropy_with_logits(
+                edge_logits, edge_target, pos_weight=pos_weight.detach()
+            )
+            total = total + cfg.edge_weight * terms["edge"]
+
+        logs = {name: float(value.detach()) for name, value in terms.items()}
+        logs["total"] = float(total.detach())
+        return total, logs
+
+    def _mask_loss(self, mask_logits: Tensor, mask: Tensor) -> Tensor:
+        """One-vs-rest BCE + soft Dice of B×C×h×w mask logits against area-downsampled targets."""
+        onehot = F.one_hot(mask, self.num_classes).permute(0, 3, 1, 2).float()
+        target = F.adaptive_avg_pool2d(onehot, mask_logits.shape[-2:])
+        bce = F.binary_cross_entropy_with_logits(mask_logits, target)
+        prob = mask_logits.sigmoid()
+        inter = (prob * target).sum(dim=(2, 3))
+        denom = prob.sum(dim=(2, 3)) + target.sum(dim=(2, 3))
+        dice = 1 - (2 * inter + 1) / (denom + 1)
+        return bce + dice.mean()
+
+    def _depth_loss(self, pred: Tensor, relative: Tensor) -> Tensor:
+        """Scale-invariant log error + absolute relative error on pixels with depth (> 0)."""
+        cfg = self.config
+        pred = _resize_logits(pred, tuple(relative.shape[-2:]))[:, 0]
+        target = cfg.m_max * relative
+        valid = relative > 0
+        eps = 1e-3 * cfg.m_max  # keeps log finite where the prediction is 0
+        losses = []
+        for b in range(pred.shape[0]):
+            v = valid[b]
+            if not v.any():
+                continue
+            p, t = pred[b][v], target[b][v]
+            g = torch.log(p + eps) - torch.log(t + eps)
+            silog = torch.sqrt(
+                (g.pow(2).mean() - cfg.depth_si_lambda * g.mean().pow(2)).clamp(min=1e-8)
+            )
+            abs_rel = ((p - t).abs() / t).mean()
+            losses.append(silog + abs_rel)
+        if not losses:
+            return pred.sum() * 0.0
+        return torch.stack(losses).mean()

@@ -1,0 +1,481 @@
+"""PalsyNet: the paper's multi-task face-parsing and facial-paralysis network (§3, Fig. 1).
+
+Read top to bottom: small blocks first (ESC, ASPP, depth estimator, foreground attention), the
+network that wires them last. Paper equations are cited where a line implements one.
+
+Wiring (strides relative to the input; widths are :class:`PalsyNetConfig` defaults)::
+
+    image ─ stem s2 ─ stage1 ─ESC─ stage2 ─ESC─ stage3 ─ESC─ stage4 ─ESC─ ASPP          (encoder)
+                       1/2 (s1)      1/4 (s2)     1/8 (s3)    1/16
+    ASPP ─up─ +s3 → d8 (1/8) ─up─ +s2 → d4 (1/4) ─up─ +s1 → d2 (1/2)                    (decoder)
+    d8: tokens for foreground attention; d4: pixel embedding for masks and depth; d2: heads
+    per-pixel head (d2 ⊕ depth embedding) ──┐
+    query masks (last attention layer)  ───┴─ sum of logits ─ bilinear ×2 → "logits" (H×W)
+
+Choices where the paper is vague (each one a reading a reviewer can check):
+
+- **Encoder.** The paper names "convolution blocks" without sizes. To stay light (≤ 5 M
+  parameters, a CPU budget of ~25 ms at 250×250) they are depthwise-separable blocks
+  (MobileNet-style) with residuals, 4 stages at strides 2, 4, 8, 16.
+- **ESC block (§3.1, Fig. 2).** 1×1 conv → BN → ReLU → adaptive average pool to 1×1 → three FC
+  layers (ReLU, ReLU, sigmoid) → channel gate → bilinear upsampling of the gate back to the
+  block's resolution (for a 1×1 gate this equals broadcasting; it is written as the figure draws
+  it). The gated features are *added* to the block input (a residual), so the block can only add
+  context and never loses the spatial detail it receives ("without losing any spatial
+  information", §3).
+- **ASPP** on the last block at stride 16 with rates (2, 4, 6): at 250×250 that map is 16×16, so
+  DeepLab's (6, 12, 18) would mostly sample padding. Branches are depthwise-separable; the
+  image-pooling branch has no BatchNorm so a batch of one trains.
+- **Depth (§3.2, eq. 1–3), PanopticDepth-style.** One query per *category* plays the role of
+  PanopticDepth's instance: from its embedding (high-level features) a linear layer predicts
+  ``s1 = s2 + 2`` numbers — a ``s2``-dim depth kernel (16), a depth range and a depth shift.
+  The common depth embedding ``S`` is a conv on the 1/4 decoder features. Eq. 1:
+  ``M* = sigmoid(kernel · S)``; eq. 3: ``M = m_max·((M* − 0.5)·r + s)``. To keep ``M`` in
+  ``[0, m_max]`` for *every* input, range and shift are parametrised as
+  ``r = sigmoid(a) ∈ (0, 1)`` and ``s = r/2 + (1 − r)·sigmoid(b) ∈ [r/2, 1 − r/2]``, so
+  ``(M* − 0.5)·r + s ∈ [0, 1]`` exactly; a final clamp only absorbs float rounding. The category
+  depth maps are upsampled to the input size and merged by the predicted, non-overlapping
+  segmentation (argmax of the final logits). The depth embedding is also fed to the per-pixel
+  segmentation head, which is how the depth block "enhances the segmentation of each category".
+- **Foreground attention (§3.3, eq. 4–5), Mask2Former-style masked attention.** One learnable
+  query per category cross-attends to the 1/8 decoder tokens (plus sine positional encodings)
+  only where the previous layer's mask for that category, resized to 1/8, is ``sigmoid > 0.5``
+  (eq. 5: 0 inside, −∞ outside; the mask is detached). A query whose mask is empty attends
+  everywhere. Then self-attention among the queries and an FFN (post-norm). Masks are predicted
+  before the first layer and after each layer as ``MLP(query) · pixel embedding`` at 1/4 and are
+  all returned in ``aux_logits`` (supervised one-vs-rest, matching the sigmoid threshold of eq. 5).
+- **Final logits** = per-pixel head logits + last-layer query-mask logits (both at 1/2, the mask
+  logits upsampled from 1/4): a sum of logits is a product of experts — a pixel is a category
+  when both the local head and the category's attended query agree. Without foreground
+  attention the logits are the per-pixel head alone.
+- **Category embeddings** (for the HIST loss and the depth kernels) are the final query states
+  (B×C×D). Without foreground attention they are the 1/4 decoder features averaged under each
+  category's predicted probability (soft masked average pooling).
+- **Category-edge head**: a small conv head on the 1/2 features predicting one boundary logit
+  map ("edge"), supervised with category boundaries (boundary cues, §4 "border attention").
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+# ----------------------------------------------------------------------------------------------
+# Convolution blocks
+
+
+class ConvBNReLU(nn.Sequential):
+    def __init__(
+        self, cin: int, cout: int, k: int = 3, stride: int = 1, dilation: int = 1, groups: int = 1
+    ) -> None:
+        super().__init__(
+            nn.Conv2d(
+                cin,
+                cout,
+                k,
+                stride,
+                padding=dilation * (k // 2),
+                dilation=dilation,
+                groups=groups,
+                bias=False,
+            ),
+            nn.BatchNorm2d(cout),
+            nn.ReLU(inplace=True),
+        )
+
+
+class SeparableConv(nn.Module):
+    """Depthwise 3×3 (optionally strided/dilated) then pointwise 1×1, each BN+ReLU; a residual
+    when the shape is kept."""
+
+    def __init__(self, cin: int, cout: int, stride: int = 1, dilation: int = 1) -> None:
+        super().__init__()
+        self.depthwise = ConvBNReLU(cin, cin, 3, stride, dilation, groups=cin)
+        self.pointwise = ConvBNReLU(cin, cout, 1)
+        self.residual = stride == 1 and cin == cout
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = self.pointwise(self.depthwise(x))
+        return x + y if self.residual else y
+
+
+class ESCBlock(nn.Module):
+    """Enhance-stroke-category block (§3.1, Fig. 2): a self-gating of channels by global context.
+
+    1×1 conv → BN → ReLU → adaptive avg pool (1×1) → FC–ReLU → FC–ReLU → FC–sigmoid → gate,
+    bilinearly upsampled to the block's resolution, multiplies the conv output; the result is added
+    to the input (residual, see the module docstring).
+    """
+
+    def __init__(self, channels: int, reduction: int = 4) -> None:
+        super().__init__()
+        hidden = max(8, channels // reduction)
+        self.conv = ConvBNReLU(channels, channels, 1)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Sequential(
+            nn.Linear(channels, hidden),
+            nn.ReLU(inplace=True),
+            nn.Linear(hidden, hidden),
+            nn.ReLU(inplace=True),
+            nn.Linear(hidden, channels),
+            nn.Sigmoid(),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = self.conv(x)
+        gate = self.fc(self.pool(y).flatten(1))[:, :, None, None]
+        gate = F.interpolate(gate, size=y.shape[-2:], mode="bilinear", align_corners=False)
+        return x + y * gate
+
+
+class EncoderStage(nn.Module):
+    """A strided separable block, ``depth − 1`` more at that resolution, then ESC (§3 step 1)."""
+
+    def __init__(self, cin: int, cout: int, depth: int, stride: int, use_esc: bool) -> None:
+        super().__init__()
+        blocks = [SeparableConv(cin, cout, stride)]
+        blocks += [SeparableConv(cout, cout) for _ in range(depth - 1)]
+        self.blocks = nn.Sequential(*blocks)
+        self.esc = ESCBlock(cout) if use_esc else nn.Identity()
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.esc(self.blocks(x))
+
+
+class ASPP(nn.Module):
+    """Atrous spatial pyramid pooling on the last block (§3 step 2): a 1×1 branch, separable
+    atrous branches and an image-pooling branch (no BN: batch-of-one safe), projected by 1×1."""
+
+    def __init__(self, cin: int, cout: int, rates: tuple[int, ...]) -> None:
+        super().__init__()
+        self.branches = nn.ModuleList(
+            [ConvBNReLU(cin, cout, 1)] + [SeparableConv(cin, cout, dilation=r) for r in rates]
+        )
+        self.image_pool = nn.Sequential(
+            nn.AdaptiveAvgPool2d(1), nn.Conv2d(cin, cout, 1), nn.ReLU(inplace=True)
+        )
+        self.project = ConvBNReLU(cout * (len(rates) + 2), cout, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        pooled = self.image_pool(x).expand(-1, -1, *x.shape[-2:])
+        return self.project(torch.cat([b(x) for b in self.branches] + [pooled], dim=1))
+
+
+class DecoderStage(nn.Module):
+    """Upsample to the skip's size, concatenate the skip, fuse with a separable conv."""
+
+    def __init__(self, cin: int, cskip: int, cout: int) -> None:
+        super().__init__()
+        self.fuse = SeparableConv(cin + cskip, cout)
+
+    def forward(self, x: Tensor, skip: Tensor) -> Tensor:
+        x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
+        return self.fuse(torch.cat([x, skip], dim=1))
+
+
+# ----------------------------------------------------------------------------------------------
+# Depth of mask (§3.2)
+
+
+def depth_range_shift(range_logit: Tensor, shift_logit: Tensor) -> tuple[Tensor, Tensor]:
+    """Depth range ``r ∈ (0, 1)`` and shift ``s ∈ [r/2, 1 − r/2]`` from unconstrained logits, so
+    that ``(M* − 0.5)·r + s`` (eq. 3 without ``m_max``) lies in ``[0, 1]`` for any ``M* ∈ [0, 1]``."""
+    r = torch.sigmoid(range_logit)
+    s = r / 2 + (1 - r) * torch.sigmoid(shift_logit)
+    return r, s
+
+
+class CategoryDepthHead(nn.Module):
+    """Instance(category)-specific depth kernels (PanopticDepth-style), eq. 1–3.
+
+    ``forward(pixels, categories)`` takes the 1/4 pixel features (B×P×h×w) and the category
+    embeddings (B×C×D) and returns per-category depth maps B×C×h×w in ``[0, m_max]`` and the
+    common depth embedding S (B×s2×h×w).
+    """
+
+    def __init__(self, pixel_dim: int, category_dim: int, kernel_dim: int, m_max: float) -> None:
+        super().__init__()
+        self.kernel_dim = kernel_dim
+        self.m_max = m_max
+        self.embedding = nn.Sequential(  # the common depth embedding S
+            ConvBNReLU(pixel_dim, pixel_dim, 3, groups=pixel_dim),
+            nn.Conv2d(pixel_dim, kernel_dim, 1),
+        )
+        self.kernel_generator = nn.Linear(category_dim, kernel_dim + 2)  # s1 = s2 + 2
+
+    def depth_embedding(self, pixels: Tensor) -> Tensor:
+        return self.embedding(pixels)
+
+    def forward(self, embedding: Tensor, categories: Tensor) -> Tensor:
+        params = self.kernel_generator(categories)  # B×C×(s2+2)
+        kernel, range_logit, shift_logit = params.split([self.kernel_dim, 1, 1], dim=-1)
+        scale = 1.0 / math.sqrt(self.kernel_dim)
+        m_star = torch.sigmoid(torch.einsum("bck,bkhw->bchw", kernel, embedding) * scale)  # eq. 1
+        r, s = depth_range_shift(range_logit[..., None], shift_logit[..., None])
+        depth = self.m_max * ((m_star - 0.5) * r + s)  # eq. 3
+        return depth.clamp(0.0, self.m_max)
+
+
+# ----------------------------------------------------------------------------------------------
+# Foreground attention (§3.3)
+
+
+def sine_positions(h: int, w: int, dim: int, device: torch.device, dtype: torch.dtype) -> Tensor:
+    """2-D sine/cosine positional encoding (DETR), (h·w)×dim, coordinates normalised to [0, 2π]."""
+    quarter = dim // 4
+    freqs = 10000.0 ** (-torch.arange(quarter, device=device, dtype=torch.float32) / quarter)
+    ys = (torch.arange(h, device=device, dtype=torch.float32) + 0.5) / h * 2 * math.pi
+    xs = (torch.arange(w, device=device, dtype=torch.float32) + 0.5) / w * 2 * math.pi
+    py, px = ys[:, None] * freqs, xs[:, None] * freqs  # h×q, w×q
+    pos_y = torch.cat([py.sin(), py.cos()], dim=-1)[:, None, :].expand(h, w, 2 * quarter)
+    pos_x = torch.cat([px.sin(), px.cos()], dim=-1)[None, :, :].expand(h, w, 2 * quarter)
+    pos = torch.cat([pos_y, pos_x], dim=-1).reshape(h * w, 4 * quarter)
+    if pos.shape[-1] < dim:
+        pos = F.pad(pos, (0, dim - pos.shape[-1]))
+    return pos.to(dtype)
+
+
+def foreground_mask(mask_logits: Tensor, size: tuple[int, int]) -> Tensor:
+    """Eq. 5 as a boolean "may attend" mask B×C×(h·w): the previous layer's masks resized to the
+    attention resolution, ``sigmoid > 0.5``, detached; an empty row attends everywhere."""
+    with torch.no_grad():
+        resized = F.interpolate(
+            mask_logits.float(), size=size, mode="bilinear", align_corners=False
+        )
+        allowed = resized.flatten(2) > 0.0  # sigmoid(x) > 0.5  <=>  x > 0
+        empty = ~allowed.any(dim=-1, keepdim=True)
+        return allowed | empty
+
+
+class MaskedCrossAttention(nn.Module):
+    """Eq. 4: ``I_c = softmax(F_c + R_c K_cᵀ) T_c + I_{c−1}`` with ``R_c = f_R(I_{c−1})``; ``F_c``
+    (eq. 5) is 0 inside the category's previous mask and −∞ outside."""
+
+    def __init__(self, dim: int, heads: int) -> None:
+        super().__init__()
+        self.heads = heads
+        self.query = nn.Linear(dim, dim)  # f_R
+        self.key = nn.Linear(dim, dim)
+        self.value = nn.Linear(dim, dim)
+        self.out = nn.Linear(dim, dim)
+
+    def forward(
+        self, queries: Tensor, query_pos: Tensor, tokens: Tensor, token_pos: Tensor, allowed: Tensor
+    ) -> Tensor:
+        b, c, d = queries.shape
+        n = tokens.shape[1]
+
+        def split(x: Tensor, length: int) -> Tensor:
+            return x.view(b, length, self.heads, d // self.heads).transpose(1, 2)
+
+        r = split(self.query(queries + query_pos), c)  # R_c
+        k = split(self.key(tokens + token_pos), n)  # K_c
+        t = split(self.value(tokens), n)  # T_c
+        # F.sdpa with a boolean mask adds 0 where allowed and −∞ elsewhere: F_c of eq. 5.
+        attended = F.scaled_dot_product_attention(r, k, t, attn_mask=allowed[:, None])
+        return queries + self.out(attended.transpose(1, 2).reshape(b, c, d))  # + I_{c−1}, eq. 4
+
+
+class ForegroundAttentionLayer(nn.Module):
+    """Masked cross-attention (eq. 4–5), then self-attention among category queries, then an FFN;
+    post-norm as in Mask2Former's decoder."""
+
+    def __init__(self, dim: int, heads: int, ffn_dim: int) -> None:
+        super().__init__()
+        self.cross = MaskedCrossAttention(dim, heads)
+        self.norm_cross = nn.LayerNorm(dim)
+        self.self_attn = nn.MultiheadAttention(dim, heads, batch_first=True)
+        self.norm_self = nn.LayerNorm(dim)
+        self.ffn = nn.Sequential(
+            nn.Linear(dim, ffn_dim), nn.ReLU(inplace=True), nn.Linear(ffn_dim, dim)
+        )
+        self.norm_ffn = nn.LayerNorm(dim)
+
+    def forward(
+        self, queries: Tensor, query_pos: Tensor, tokens: Tensor, token_pos: Tensor, allowed: Tensor
+    ) -> Tensor:
+        queries = self.norm_cross(self.cross(queries, query_pos, tokens, token_pos, allowed))
+        q = queries + query_pos
+        queries = self.norm_self(queries + self.self_attn(q, q, queries, need_weights=False)[0])
+        return self.norm_ffn(queries + self.ffn(queries))
+
+
+class ForegroundAttention(nn.Module):
+    """One learnable query per category, refined by ``layers`` foreground-attention layers.
+
+    ``forward(tokens_map, pixel_embedding)`` → (final queries B×C×D, list of ``layers + 1`` mask
+    logits B×C×h×w at the pixel-embedding resolution: before the first layer and after each).
+    """
+
+    def __init__(self, num_classes: int, dim: int, heads: int, ffn_dim: int, layers: int) -> None:
+        super().__init__()
+        self.query_feat = nn.Parameter(torch.randn(num_classes, dim) * 0.02)
+        self.query_pos = nn.Parameter(torch.randn(num_classes, dim) * 0.02)
+        self.layers = nn.ModuleList(
+            ForegroundAttentionLayer(dim, heads, ffn_dim) for _ in range(layers)
+        )
+        self.norm = nn.LayerNorm(dim)
+        self.mask_mlp = nn.Sequential(
+            nn.Linear(dim, dim), nn.ReLU(inplace=True), nn.Linear(dim, dim)
+        )
+
+    def predict_masks(self, queries: Tensor, pixel_embedding: Tensor) -> Tensor:
+        """Mask logits as (MLP of the normalised query) · pixel embedding (Mask2Former)."""
+        return torch.einsum("bcd,bdhw->bchw", self.mask_mlp(self.norm(queries)), pixel_embedding)
+
+    def forward(self, tokens_map: Tensor, pixel_embedding: Tensor) -> tuple[Tensor, list[Tensor]]:
+        b, d, h, w = tokens_map.shape
+        tokens = tokens_map.flatten(2).transpose(1, 2)  # B×N×D
+        token_pos = sine_positions(h, w, d, tokens.device, tokens.dtype)[None]
+        queries = self.query_feat[None].expand(b, -1, -1)
+        query_pos = self.query_pos[None].expand(b, -1, -1)
+        masks = [self.predict_masks(queries, pixel_embedding)]
+        for layer in self.layers:
+            allowed = foreground_mask(masks[-1], (h, w))  # eq. 5 from the preceding layer
+            queries = layer(queries, query_pos, tokens, token_pos, allowed)
+            masks.append(self.predict_masks(queries, pixel_embedding))
+        return self.norm(queries), masks
+
+
+# ----------------------------------------------------------------------------------------------
+# The network
+
+
+@dataclass
+class PalsyNetConfig:
+    """PalsyNet hyper-parameters; the ablations of §4 switch ``use_*`` off."""
+
+    num_classes: int = 7
+    stem_channels: int = 16
+    widths: tuple[int, ...] = (16, 32, 64, 128)  # encoder stages at strides 2, 4, 8, 16
+    depths: tuple[int, ...] = (1, 2, 3, 3)
+    aspp_channels: int = 96
+    aspp_rates: tuple[int, ...] = (2, 4, 6)
+    embed_dim: int = 64  # decoder width at 1/8 and 1/4 = query and pixel-embedding dimension
+    head_channels: int = 32  # decoder width at 1/2
+    attention_heads: int = 4
+    attention_layers: int = 3
+    ffn_dim: int = 128
+    depth_kernel_dim: int = 16  # s2; the kernel generator predicts s1 = s2 + 2 numbers
+    m_max: float = 80.0  # eq. 2–3
+    use_esc: bool = True
+    use_fg_attention: bool = True
+    use_depth: bool = True
+    use_edge: bool = True
+
+    def __post_init__(self) -> None:
+        if len(self.widths) != 4 or len(self.depths) != 4:
+            raise ValueError("widths and depths need one entry per encoder stage (4)")
+        if self.embed_dim % self.attention_heads or self.embed_dim % 4:
+            raise ValueError("embed_dim must be divisible by attention_heads and by 4")
+        if self.m_max <= 0:
+            raise ValueError(f"m_max must be positive, got {self.m_max}")
+
+
+class PalsyNet(nn.Module):
+    """The full network; ``forward(x)`` (B×3×H×W, ImageNet-normalised, any H, W) returns a dict:
+
+    ``logits`` B×C×H×W; ``depth`` B×1×H×W in ``[0, m_max]`` (if ``use_depth``); ``edge``
+    B×1×H×W logits (if ``use_edge``); ``aux_logits`` list of B×C×h×w at 1/4 (if
+    ``use_fg_attention``); ``category_embeddings`` B×C×D (always).
+    """
+
+    def __init__(self, config: PalsyNetConfig | None = None) -> None:
+        super().__init__()
+        self.config = cfg = config or PalsyNetConfig()
+        w, d = cfg.widths, cfg.depths
+        self.stem = ConvBNReLU(3, cfg.stem_channels, 3, stride=2)
+        ins = (cfg.stem_channels, *w[:-1])
+        strides = (1, 2, 2, 2)  # the stem already halves: stages at 1/2, 1/4, 1/8, 1/16
+        self.stages = nn.ModuleList(
+            EncoderStage(ins[i], w[i], d[i], strides[i], cfg.use_esc) for i in range(4)
+        )
+        self.aspp = ASPP(w[3], cfg.aspp_channels, cfg.aspp_rates)
+        self.up8 = DecoderStage(cfg.aspp_channels, w[2], cfg.embed_dim)
+        self.up4 = DecoderStage(cfg.embed_dim, w[1], cfg.embed_dim)
+        self.up2 = DecoderStage(cfg.embed_dim, w[0], cfg.head_channels)
+
+        head_in = cfg.head_channels + (cfg.depth_kernel_dim if cfg.use_depth else 0)
+        self.seg_head = nn.Sequential(
+            SeparableConv(head_in, cfg.head_channels),
+            nn.Conv2d(cfg.head_channels, cfg.num_classes, 1),
+        )
+        if cfg.use_fg_attention:
+            self.fg_attention = ForegroundAttention(
+                cfg.num_classes,
+                cfg.embed_dim,
+                cfg.attention_heads,
+                cfg.ffn_dim,
+                cfg.attention_layers,
+            )
+        else:
+            self.category_proj = nn.Linear(cfg.embed_dim, cfg.embed_dim)
+        if cfg.use_depth:
+            self.depth_head = CategoryDepthHead(
+                cfg.embed_dim, cfg.embed_dim, cfg.depth_kernel_dim, cfg.m_max
+            )
+        if cfg.use_edge:
+            self.edge_head = nn.Sequential(
+                ConvBNReLU(cfg.head_channels, cfg.head_channels // 2, 3),
+                nn.Conv2d(cfg.head_channels // 2, 1, 1),
+            )
+
+    def forward(self, x: Tensor) -> dict[str, Tensor | list[Tensor]]:
+        cfg = self.config
+        size = x.shape[-2:]
+        skips = []
+        feat = self.stem(x)
+        for stage in self.stages:
+            feat = stage(feat)
+            skips.append(feat)
+        s1, s2, s3, _ = skips
+        d8 = self.up8(self.aspp(feat), s3)
+        d4 = self.up4(d8, s2)  # pixel embedding
+        d2 = self.up2(d4, s1)
+
+        out: dict[str, Tensor | list[Tensor]] = {}
+        head_in = d2
+        if cfg.use_depth:
+            depth_embedding = self.depth_head.depth_embedding(d4)
+            up = F.interpolate(
+                depth_embedding, size=d2.shape[-2:], mode="bilinear", align_corners=False
+            )
+            head_in = torch.cat([d2, up], dim=1)
+        logits = self.seg_head(head_in)  # per-pixel head at 1/2
+
+        if cfg.use_fg_attention:
+            categories, masks = self.fg_attention(d8, d4)
+            out["aux_logits"] = masks
+            logits = (
+                logits
+                + F.interpolate(  # final logits: per-pixel + query masks
+                    masks[-1], size=logits.shape[-2:], mode="bilinear", align_corners=False
+                )
+            )
+        else:
+            prob = F.interpolate(logits, size=d4.shape[-2:], mode="bilinear", align_corners=False)
+            prob = prob.softmax(dim=1)  # soft masked average pooling per category
+            pooled = torch.einsum("bchw,bdhw->bcd", prob, d4) / (
+                prob.sum(dim=(2, 3))[..., None] + 1e-6
+            )
+            categories = self.category_proj(pooled)
+        out["category_embeddings"] = categories
+        out["logits"] = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
+
+        if cfg.use_depth:
+            category_depth = self.depth_head(depth_embedding, categories)  # B×C×h/4×w/4
+            category_depth = F.interpolate(
+                category_depth, size=size, mode="bilinear", align_corners=False
+            )
+            # merge by the non-overlapping predicted segmentation (§3.2)
+            label = out["logits"].detach().argmax(dim=1, keepdim=True)
+            out["depth"] = category_depth.gather(1, label).clamp(0.0, cfg.m_max)
+        if cfg.use_edge:
+            out["edge"] = F.interpolate(
+                self.edge_head(d2), size=size, mode="bilinear", align_corners=False
+            )
+        return out
