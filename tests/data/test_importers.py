@@ -20,7 +20,7 @@ from palsyseg.data.importers import (
     LAPA_TO_LABEL,
     import_dataset,
 )
-from palsyseg.data.manifest import read_manifest
+from palsyseg.data.manifest import ManifestRow, read_manifest
 from palsyseg.errors import ConfigError, DatasetError
 from palsyseg.labels import Label
 
@@ -199,7 +199,7 @@ def read_out_mask(root: Path, rel: str) -> np.ndarray:
     return mask
 
 
-def rows_by_image(root: Path) -> dict[str, object]:
+def rows_by_image(root: Path) -> dict[str, ManifestRow]:
     return {row.image: row for row in read_manifest(root)}
 
 

@@ -83,13 +83,16 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from palsyseg.atomic import atomic_directory
 from palsyseg.errors import ConfigError, DatasetError, Problem
 from palsyseg.labels import LABEL_NAMES, NUM_CLASSES, Label
+
+if TYPE_CHECKING:
+    from rich.table import Table
 
 logger = logging.getLogger(__name__)
 
@@ -436,14 +439,18 @@ def _index_helen(src: Path) -> tuple[list[SourceImage], list[Problem]]:
 _CELEBAMASK_PART_FILE = re.compile(r"^(?P<id>\d{5})_(?P<part>[a-z_]+)\.png$")
 
 
-def _read_table(path: Path, columns: int, *, skip: int = 0) -> Iterable[tuple[int, list[str]]]:
-    """Whitespace-separated rows of a text file as (1-based line, fields); wrong width → error."""
+def _read_lines(path: Path) -> list[str]:
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        return path.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as exc:
         raise DatasetError(
             Problem(file=str(path), rule=f"not a readable text file ({type(exc).__name__})")
         ) from None
+
+
+def _read_table(path: Path, columns: int, *, skip: int = 0) -> list[tuple[int, list[str]]]:
+    """Whitespace-separated rows of a text file as (1-based line, fields); wrong width → error."""
+    lines = _read_lines(path)
     problems = []
     rows = []
     for number, line in enumerate(lines[skip:], start=skip + 1):
@@ -510,7 +517,7 @@ def _celebamask_metadata(
     )
     beard_of: dict[int, bool] = {}
     if attribute_file.is_file():
-        header = attribute_file.read_text(encoding="utf-8").splitlines()[1:2]
+        header = _read_lines(attribute_file)[1:2]
         attributes = header[0].split() if header else []
         if "No_Beard" not in attributes:
             raise DatasetError(
@@ -786,7 +793,7 @@ class ImportSummary:
             "seconds": round(self.seconds, 3),
         }
 
-    def table(self) -> Any:
+    def table(self) -> Table:
         from rich.table import Table
 
         table = Table(title=f"Imported {self.format} → {self.out}")
