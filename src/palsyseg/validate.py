@@ -405,6 +405,7 @@ class ValidationResult:
     rows: int
     patients: int
     counts: dict[str, dict[str, int]]
+    patients_per_diagnosis: dict[str, int] = field(default_factory=dict)
     preview_header: list[str] = field(default_factory=list)
     preview: list[dict[str, str]] = field(default_factory=list)
     created: str = ""
@@ -417,19 +418,19 @@ class ValidationResult:
         return not self.problems
 
     def summary(self) -> Any:
-        """A short rich table for the CLI: images and patients per diagnosis, rules passed."""
+        """A short rich table for the CLI: patients and images per diagnosis, rules passed."""
         from rich.table import Table
 
         passed = sum(r.passed for r in self.rules)
-        verdict = "OK" if self.ok else f"{len(self.problems)} problem(s)"
-        table = Table(
-            title=f"dataset {self.root}: {verdict}",
-            caption=f"{self.rows} images, {self.patients} patients; {passed}/{len(self.rules)} rules passed",
-        )
+        title = f"{self.root}: {'OK' if self.ok else f'{len(self.problems)} problem(s)'}"
+        caption = f"{passed}/{len(self.rules)} rules passed"
+        table = Table(title=title, caption=caption, min_width=len(title) + 4)
         table.add_column("diagnosis")
+        table.add_column("patients", justify="right")
         table.add_column("images", justify="right")
         for diagnosis, count in self.counts.get("diagnosis", {}).items():
-            table.add_row(diagnosis, str(count))
+            table.add_row(diagnosis, str(self.patients_per_diagnosis.get(diagnosis, 0)), str(count))
+        table.add_row("all", str(self.patients), str(self.rows), style="bold")
         return table
 
     def to_dict(self) -> dict[str, Any]:
@@ -442,6 +443,7 @@ class ValidationResult:
             "patients": self.patients,
             "max_pixels": self.max_pixels,
             "counts": self.counts,
+            "patients_per_diagnosis": self.patients_per_diagnosis,
             "rules": [
                 {
                     "name": r.name,
@@ -651,18 +653,26 @@ def validate_dataset(
         ]
     problems = list(dict.fromkeys(problems))
 
+    def value(record: Mapping[str, str | None], column: str) -> str:
+        return (record.get(column) or "").strip()
+
     counts = {
-        column: dict(Counter((r.get(column) or "").strip() or "(blank)" for r in records))
+        column: dict(Counter(value(r, column) or "(blank)" for r in records))
         for column in ("diagnosis", "affected_side", "pose")
         if column in header
     }
+    patient_diagnosis = {
+        (value(r, "patient_id"), value(r, "diagnosis") or "(blank)") for r in records
+    }
+    patient_diagnosis = {(p, d) for p, d in patient_diagnosis if p}
     result = ValidationResult(
         root=root,
         problems=problems,
         rules=rule_results,
         rows=len(records),
-        patients=len({(r.get("patient_id") or "").strip() for r in records} - {""}),
+        patients=len({p for p, _ in patient_diagnosis}),
         counts=counts,
+        patients_per_diagnosis=dict(Counter(d for _, d in patient_diagnosis)),
         preview_header=header,
         preview=[{k: v for k, v in r.items() if k is not None} for r in records[:PREVIEW_ROWS]],
         created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import os
+import re
 import struct
 import zlib
 from collections.abc import Callable
@@ -182,7 +183,10 @@ def test_valid_dataset_passes(cli, dataset: Path, tree_digest) -> None:
     before = tree_digest(dataset)
     result = cli("data", "validate", dataset)
     assert result.code == 0, result.stderr
-    assert "OK" in result.stdout and "18 images, 9 patients" in result.stdout
+    assert f"{dataset}: OK" in result.stdout
+    assert re.search(r"(\d+)/\1 rules passed", result.stdout)
+    assert re.search(r"bells_palsy\W+3\W+6\W", result.stdout)  # patients, images
+    assert re.search(r"all\W+9\W+18\W", result.stdout)
     assert tree_digest(dataset) == before
 
 
@@ -335,6 +339,7 @@ def test_result_to_dict_lists_rules_and_problems(dataset: Path) -> None:
     data = validate_dataset(dataset).to_dict()
     assert data["ok"] is False and data["rows"] == 18 and data["patients"] == 9
     assert data["counts"]["diagnosis"] == {"healthy": 6, "bells_palsy": 6, "stroke": 6}
+    assert data["patients_per_diagnosis"] == {"healthy": 3, "bells_palsy": 3, "stroke": 3}
     statuses = {r["name"]: r["status"] for r in data["rules"]}
     assert statuses["image_exists"] == "FAIL" and statuses["mask_values"] == "pass"
     assert len(data["problems"]) == 1

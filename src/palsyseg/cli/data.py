@@ -57,6 +57,11 @@ def validate(
     from palsyseg.validate import validate_dataset
 
     result = validate_dataset(dataset, report=report)
+    if report is not None:
+        # On stderr so it shows next to the error lines when the check fails.
+        Console(stderr=True).print(
+            f"report: {report}", markup=False, highlight=False, soft_wrap=True
+        )
     if not result.ok:
         raise DatasetError(result.problems)
     stdout.print(result.summary())
