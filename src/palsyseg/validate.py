@@ -57,7 +57,7 @@ log = logging.getLogger(__name__)
 
 FILE_COLUMNS: tuple[str, ...] = ("image", "mask", "depth")
 PREVIEW_ROWS = 20
-_LINE = "line"  # the CSV line of each row (header = 1), the index GX reports failures by
+_LINE = "_csv_line"  # the CSV line of each row (header = 1), the index GX reports failures by
 
 
 # --------------------------------------------------------------------------------------------
