@@ -1,0 +1,585 @@
+"""MLflow runs: where tracking goes, what a training run records, how models are logged.
+
+Where: ``MLFLOW_TRACKING_URI`` when set (a server, whose artifact store may be S3), else the
+embedded default, a sqlite store ``mlflow/mlflow.db`` in the project with artifacts in
+``mlflow/artifacts/`` (no server needed; ``mlflow ui --backend-store-uri sqlite:///mlflow/mlflow.db``
+shows it). Both behave the same to the rest of palsyseg.
+
+What a training run records (one run per trained model, experiment ``palsyseg``):
+
+- params: the flattened training config (seed included), the dataset URI and version (DVC md5,
+  revision or content fingerprint), the git commit;
+- tags: role (candidate / baseline), model name, trainer, pipeline run, environment summary;
+- metrics per epoch (``train_loss``, ``lr``, ``val_*``, step = epoch);
+- artifacts: ``environment.json``; the model (``mlflow.pytorch``, pickled :class:`LogitsOnly`
+  with a signature, an input example, pinned requirements without ``+cu`` local labels, and
+  the palsyseg source as ``code_paths``) and the palsyseg checkpoint under ``checkpoint/`` so
+  the registry's champion can be re-evaluated with ``palsyseg.train.load_checkpoint_model``;
+- after evaluation: ``test_*`` metrics, the report, confusion-matrix and per-class-F1 plots,
+  prediction overlays and the gate results.
+
+Functions take a ``run_id`` rather than relying on MLflow's active run, because the pipeline's
+steps are separate processes that resume the same run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import getpass
+import importlib.metadata
+import json
+import logging
+import math
+import os
+import platform
+import subprocess
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, is_dataclass
+from pathlib import Path
+from typing import Any
+
+from palsyseg.runtime import find_project_root
+
+log = logging.getLogger(__name__)
+
+DEFAULT_EXPERIMENT = "palsyseg"
+LOCAL_STORE = Path("mlflow") / "mlflow.db"
+MODEL_ARTIFACT = "model"
+CHECKPOINT_ARTIFACT = "checkpoint"
+EVALUATION_ARTIFACT = "evaluation"
+# Packages the logged model needs to load and run; versions are read from this environment.
+MODEL_REQUIREMENTS = (
+    "torch",
+    "torchvision",
+    "segmentation-models-pytorch",
+    "timm",
+    "numpy",
+    "pyyaml",
+)
+_ENV_PACKAGES = (
+    *MODEL_REQUIREMENTS,
+    "mlflow",
+    "kfp",
+    "dvc",
+    "albumentations",
+    "opencv-python-headless",
+    "scikit-learn",
+    "palsyseg",
+)
+
+
+# --------------------------------------------------------------------------- where
+
+
+def local_tracking_uri(project_root: Path | None = None) -> str:
+    """``sqlite:///<project>/mlflow/mlflow.db`` (absolute, so every process agrees)."""
+    root = project_root or find_project_root() or Path.cwd()
+    return f"sqlite:///{(root / LOCAL_STORE).resolve()}"
+
+
+def resolve_tracking_uri(tracking_uri: str | None = None) -> str:
+    """The URI given, else ``MLFLOW_TRACKING_URI``, else :func:`local_tracking_uri`."""
+    return tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or local_tracking_uri()
+
+
+def _sqlite_path(uri: str) -> Path | None:
+    if not uri.startswith("sqlite:///"):
+        return None
+    return Path(uri[len("sqlite:///") :])
+
+
+def configure(tracking_uri: str | None = None) -> str:
+    """Point MLflow's tracking and registry at one URI; create the sqlite file's folder."""
+    import mlflow
+
+    # MLflow prints "View run ... at URL" on stdout when a run ends; palsyseg's stdout is
+    # for its own tables and JSON.
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+    uri = resolve_tracking_uri(tracking_uri)
+    db = _sqlite_path(uri)
+    if db is not None:
+        db.parent.mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    return uri
+
+
+def client(tracking_uri: str | None = None) -> Any:
+    """An ``MlflowClient`` on :func:`configure`'s URI."""
+    from mlflow import MlflowClient
+
+    uri = configure(tracking_uri)
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def ensure_experiment(name: str = DEFAULT_EXPERIMENT, tracking_uri: str | None = None) -> str:
+    """The experiment's id, creating it (race-safe) when missing.
+
+    With the sqlite store, artifacts go next to the database (``mlflow/artifacts``) instead of
+    MLflow's default ``./mlruns`` relative to whatever the current directory happens to be.
+    """
+    from mlflow.exceptions import MlflowException
+
+    mlflow_client = client(tracking_uri)
+    experiment = mlflow_client.get_experiment_by_name(name)
+    if experiment is not None:
+        return experiment.experiment_id
+    db = _sqlite_path(resolve_tracking_uri(tracking_uri))
+    location = (db.parent / "artifacts").resolve().as_uri() if db is not None else None
+    try:
+        return mlflow_client.create_experiment(name, artifact_location=location)
+    except MlflowException as exc:
+        if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
+        return mlflow_client.get_experiment_by_name(name).experiment_id
+
+
+# --------------------------------------------------------------------------- what
+
+
+def current_user() -> str:
+    """The person a run is attributed to: ``PALSYSEG_USER``, else the OS user."""
+    user = os.environ.get("PALSYSEG_USER", "").strip()
+    if user:
+        return user
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
+
+
+def git_commit(project_root: Path | None = None) -> str:
+    """``<sha>`` or ``<sha>-dirty`` of the project checkout; ``PALSYSEG_GIT_COMMIT`` in images."""
+    if os.environ.get("PALSYSEG_GIT_COMMIT"):
+        return os.environ["PALSYSEG_GIT_COMMIT"]
+    root = project_root or find_project_root()
+    if root is None or not (root / ".git").exists():
+        return "unknown"
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "diff", "--quiet", "HEAD", "--"], cwd=root, capture_output=True
+        ).returncode
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return f"{sha}-dirty" if dirty else sha
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """Where a run's inputs came from; recorded on every run and on registered versions."""
+
+    dataset_uri: str = ""
+    dataset_version: str = ""  # DVC md5, git/DVC revision or content fingerprint
+    code_version: str = ""  # git commit
+    pipeline_run: str = ""
+    trained_by: str = ""
+
+    def params(self) -> dict[str, str]:
+        return {
+            "dataset_uri": self.dataset_uri,
+            "dataset_version": self.dataset_version,
+            "git_commit": self.code_version,
+        }
+
+    def tags(self) -> dict[str, str]:
+        return {
+            "data.uri": self.dataset_uri,
+            "data.version": self.dataset_version,
+            "code.version": self.code_version,
+            "pipeline.run": self.pipeline_run,
+            "trained_by": self.trained_by,
+        }
+
+    def to_dict(self) -> dict[str, str]:
+        return asdict(self)
+
+
+def flatten_params(config: Any, prefix: str = "") -> dict[str, str]:
+    """A nested config (dataclass or mapping) as ``{"loss.ce_weight": "1.0", ...}``."""
+    if is_dataclass(config) and not isinstance(config, type):
+        config = asdict(config)
+    flat: dict[str, str] = {}
+    if isinstance(config, Mapping):
+        for key, value in config.items():
+            name = f"{prefix}{key}"
+            if isinstance(value, Mapping) or (is_dataclass(value) and not isinstance(value, type)):
+                flat.update(flatten_params(value, f"{name}."))
+            else:
+                flat[name] = str(value)[:6000]
+    return flat
+
+
+def _version(package: str) -> str | None:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def strip_local_label(version: str) -> str:
+    """``2.14.1+cu130`` -> ``2.14.1``: a local build label no index can install."""
+    return version.split("+", 1)[0]
+
+
+def model_requirements() -> list[str]:
+    """Pinned pip requirements of the logged model, read from this environment."""
+    pins = []
+    for package in MODEL_REQUIREMENTS:
+        version = _version(package)
+        if version is not None:
+            pins.append(f"{package}=={strip_local_label(version)}")
+    return pins
+
+
+def environment_info() -> dict[str, Any]:
+    """Python, platform, accelerator and package versions of the process doing the work."""
+    info: dict[str, Any] = {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "packages": {p: _version(p) for p in _ENV_PACKAGES},
+    }
+    try:
+        import torch
+
+        info["torch_threads"] = torch.get_num_threads()
+        info["cuda_available"] = torch.cuda.is_available()
+        if torch.cuda.is_available():
+            info["cuda_device"] = torch.cuda.get_device_name(0)
+            info["cuda_version"] = torch.version.cuda
+    except ImportError:  # pragma: no cover - torch is a hard dependency
+        pass
+    return info
+
+
+# --------------------------------------------------------------------------- training runs
+
+
+def _finite_metrics(values: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
+    out: dict[str, float] = {}
+    for key, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            continue
+        if math.isfinite(float(value)):
+            out[f"{prefix}{key}"] = float(value)
+    return out
+
+
+def _log_metrics(mlflow_client: Any, run_id: str, metrics: Mapping[str, float], step: int) -> None:
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    batch = [Metric(key, value, now, step) for key, value in metrics.items()]
+    for start in range(0, len(batch), 900):  # MLflow caps a batch at 1000 metrics
+        mlflow_client.log_batch(run_id, metrics=batch[start : start + 900])
+
+
+class TrainingRun:
+    """One MLflow run for one trained model; see :func:`training_run`."""
+
+    def __init__(self, run_id: str, tracking_uri: str) -> None:
+        self.run_id = run_id
+        self.tracking_uri = tracking_uri
+        self._client = client(tracking_uri)
+
+    def log_epoch(self, epoch: int, metrics: Mapping[str, float]) -> None:
+        """Per-epoch metrics (step = epoch); the ``epoch`` key itself and non-finite values are skipped.
+
+        Shaped to be ``palsyseg.train.train_model``'s ``on_epoch_end`` callback.
+        """
+        values = _finite_metrics({k: v for k, v in metrics.items() if k != "epoch"})
+        if values:
+            _log_metrics(self._client, self.run_id, values, step=int(epoch))
+
+    def log_history(self, history: Sequence[Mapping[str, float]]) -> None:
+        """Log a whole ``TrainResult.history`` (when the callback was not used)."""
+        for row in history:
+            self.log_epoch(int(row.get("epoch", 0)), row)
+
+    def log_result(self, result: Any, *, input_example: Any = None) -> str:
+        """Record a ``TrainResult``: best epoch, best validation metrics, model and checkpoint."""
+        summary = {"best_epoch": result.best_epoch, "palsy_threshold": result.palsy_threshold}
+        _log_metrics(self._client, self.run_id, _finite_metrics(summary), step=result.best_epoch)
+        _log_metrics(
+            self._client,
+            self.run_id,
+            _finite_metrics(result.best_val_metrics, prefix="best_val_"),
+            step=result.best_epoch,
+        )
+        return log_model(
+            self.run_id,
+            Path(result.best_checkpoint),
+            tracking_uri=self.tracking_uri,
+            input_example=input_example,
+        )
+
+
+@contextlib.contextmanager
+def training_run(
+    *,
+    model_name: str,
+    role: str,
+    config: Any,
+    context: RunContext,
+    tracking_uri: str | None = None,
+    experiment: str = DEFAULT_EXPERIMENT,
+) -> Iterator[TrainingRun]:
+    """Open a run for training ``model_name``; it ends FINISHED, or FAILED if the block raises.
+
+    ``role`` is ``candidate`` or ``baseline``. ``config`` (a ``TrainConfig`` or mapping) is
+    logged flattened as params next to the dataset and code versions.
+    """
+    uri = configure(tracking_uri)
+    experiment_id = ensure_experiment(experiment, uri)
+    mlflow_client = client(uri)
+    tags = {
+        **{k: v for k, v in context.tags().items() if v},
+        "palsyseg.role": role,
+        "palsyseg.model": model_name,
+        "mlflow.user": context.trained_by or current_user(),
+    }
+    run = mlflow_client.create_run(experiment_id, run_name=f"{role}-{model_name}", tags=tags)
+    run_id = run.info.run_id
+    params = {**flatten_params(config), **context.params(), "model": model_name}
+    from mlflow.entities import Param
+
+    batch = [Param(k, v) for k, v in sorted(params.items())]
+    for start in range(0, len(batch), 90):  # MLflow caps a batch at 100 params
+        mlflow_client.log_batch(run_id, params=batch[start : start + 90])
+    log_json(run_id, environment_info(), "environment.json", tracking_uri=uri)
+    log.info("MLflow run %s (%s %s) at %s", run_id, role, model_name, uri)
+    try:
+        yield TrainingRun(run_id, uri)
+    except BaseException:
+        mlflow_client.set_terminated(run_id, status="FAILED")
+        raise
+    mlflow_client.set_terminated(run_id, status="FINISHED")
+
+
+def log_json(
+    run_id: str, data: Any, artifact_file: str, *, tracking_uri: str | None = None
+) -> None:
+    """Write ``data`` as pretty JSON to the run's artifacts at ``artifact_file``."""
+    client(tracking_uri).log_text(run_id, json.dumps(data, indent=2, sort_keys=True), artifact_file)
+
+
+def log_model(
+    run_id: str,
+    checkpoint: Path,
+    *,
+    tracking_uri: str | None = None,
+    input_example: Any = None,
+) -> str:
+    """Log a palsyseg checkpoint: its network as an MLflow model, and the file itself.
+
+    The network is ``palsyseg.train.load_checkpoint_model(checkpoint)``; see
+    :func:`log_network`. Returns the model URI (``runs:/<run_id>/model``).
+    """
+    from palsyseg.train import load_checkpoint_model
+
+    model, meta = load_checkpoint_model(Path(checkpoint), map_location="cpu")
+    return log_network(
+        run_id,
+        model,
+        checkpoint=Path(checkpoint),
+        image_size=int(meta.get("image_size", 64)),
+        model_name=str(meta.get("model_name", "")),
+        tracking_uri=tracking_uri,
+        input_example=input_example,
+    )
+
+
+def log_network(
+    run_id: str,
+    model: Any,
+    *,
+    checkpoint: Path,
+    image_size: int,
+    model_name: str = "",
+    tracking_uri: str | None = None,
+    input_example: Any = None,
+) -> str:
+    """Log ``model`` as an MLflow PyTorch model and ``checkpoint`` under ``checkpoint/``.
+
+    The logged model is :class:`~palsyseg.tracking.logged_model.LogitsOnly` around ``model``,
+    pickled, with a signature inferred from ``input_example`` (default: one zero image of
+    ``image_size``, i.e. the ImageNet mean) and its output, pinned requirements without local
+    version labels, and the palsyseg package as ``code_paths`` so it loads without palsyseg
+    installed. The run gets tags ``palsyseg.checkpoint`` (artifact path) and
+    ``palsyseg.model_uri``.
+    """
+    import mlflow.pytorch  # binds `mlflow` too
+    import numpy as np
+    import torch
+    from mlflow.models import infer_signature
+
+    import palsyseg
+    from palsyseg.labels import NUM_CLASSES
+    from palsyseg.tracking.logged_model import LogitsOnly
+
+    uri = configure(tracking_uri)
+    wrapped = LogitsOnly(model).eval()
+    if input_example is None:
+        input_example = np.zeros((1, 3, image_size, image_size), dtype=np.float32)
+    input_example = np.asarray(input_example, dtype=np.float32)
+    with torch.no_grad():
+        output = wrapped(torch.from_numpy(input_example)).numpy()
+    signature = infer_signature(input_example, output)
+    package_dir = Path(palsyseg.__file__).parent
+    with mlflow.start_run(run_id=run_id):
+        info = mlflow.pytorch.log_model(
+            wrapped,
+            name=MODEL_ARTIFACT,
+            serialization_format="pickle",
+            signature=signature,
+            input_example=input_example,
+            pip_requirements=model_requirements(),
+            code_paths=[str(package_dir)],
+            metadata={"palsyseg_model": model_name, "num_classes": NUM_CLASSES},
+        )
+    mlflow_client = client(uri)
+    mlflow_client.log_artifact(run_id, str(checkpoint), CHECKPOINT_ARTIFACT)
+    mlflow_client.set_tag(
+        run_id, "palsyseg.checkpoint", f"{CHECKPOINT_ARTIFACT}/{Path(checkpoint).name}"
+    )
+    mlflow_client.set_tag(run_id, "palsyseg.model_uri", info.model_uri)
+    return f"runs:/{run_id}/{MODEL_ARTIFACT}"
+
+
+def download_checkpoint(run_id: str, dest: Path, *, tracking_uri: str | None = None) -> Path:
+    """Fetch a run's palsyseg checkpoint into ``dest``; returns the checkpoint file's path."""
+    from mlflow.exceptions import MlflowException
+
+    from palsyseg.errors import PalsysegError
+
+    mlflow_client = client(tracking_uri)
+    run = mlflow_client.get_run(run_id)
+    artifact = run.data.tags.get("palsyseg.checkpoint")
+    if not artifact:
+        raise PalsysegError(f"run {run_id}: has no palsyseg checkpoint (tag palsyseg.checkpoint)")
+    dest.mkdir(parents=True, exist_ok=True)
+    try:
+        local = mlflow_client.download_artifacts(run_id, artifact, str(dest))
+    except MlflowException as exc:
+        raise PalsysegError(f"run {run_id}: cannot download {artifact} ({exc.message})") from None
+    return Path(local)
+
+
+# --------------------------------------------------------------------------- evaluation
+
+
+def _confusion_figure(name: str, matrix: Any) -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from palsyseg.labels import LABEL_NAMES
+
+    matrix = np.asarray(matrix, dtype=np.float64)
+    rows = matrix.sum(axis=1, keepdims=True)
+    normalised = np.divide(matrix, rows, out=np.zeros_like(matrix), where=rows > 0)
+    fig, ax = plt.subplots(figsize=(6, 5), dpi=100)
+    image = ax.imshow(normalised, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(len(LABEL_NAMES)), LABEL_NAMES, rotation=45, ha="right")
+    ax.set_yticks(range(len(LABEL_NAMES)), LABEL_NAMES)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(f"{name}: confusion (row-normalised)")
+    for i in range(normalised.shape[0]):
+        for j in range(normalised.shape[1]):
+            ax.text(j, i, f"{normalised[i, j]:.2f}", ha="center", va="center", fontsize=7)
+    fig.colorbar(image, ax=ax)
+    fig.tight_layout()
+    return fig
+
+
+def _per_class_f1_figure(models: Mapping[str, Mapping[str, float]]) -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from palsyseg.labels import LABEL_NAMES
+
+    names = list(models)
+    x = np.arange(len(LABEL_NAMES))
+    width = 0.8 / max(1, len(names))
+    fig, ax = plt.subplots(figsize=(8, 4), dpi=100)
+    for i, name in enumerate(names):
+        values = [float(models[name].get(f"f1_{label}", float("nan"))) for label in LABEL_NAMES]
+        ax.bar(x + i * width - 0.4 + width / 2, values, width, label=name)
+    ax.set_xticks(x, LABEL_NAMES)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("F1 (test)")
+    ax.set_title("Per-class F1")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def log_evaluation(
+    run_id: str,
+    report: Any,
+    gate_report: Any = None,
+    *,
+    report_dir: Path | None = None,
+    overlays: Sequence[Path] = (),
+    tracking_uri: str | None = None,
+) -> None:
+    """Record an ``EvaluationReport`` on the candidate's run.
+
+    Metrics: the candidate's as ``test_<key>``, every other model's as ``test_<key>.<name>``.
+    Artifacts under ``evaluation/``: ``report.json``, the files ``report.save`` wrote
+    (``report_dir``), a confusion matrix per model, the per-class-F1 comparison, the overlay
+    images and ``gates.json``. Tags: ``gates.passed`` and ``gate.<name>`` = pass / fail.
+    """
+    import matplotlib.pyplot as plt
+
+    mlflow_client = client(tracking_uri)
+    candidate = report.candidate
+    metrics: dict[str, float] = {}
+    for name, evaluation in report.models.items():
+        suffix = "" if name == candidate else f".{name}"
+        metrics.update(
+            {f"test_{k}{suffix}": v for k, v in _finite_metrics(evaluation.metrics).items()}
+        )
+    _log_metrics(mlflow_client, run_id, metrics, step=0)
+    log_json(
+        run_id, report.to_dict(), f"{EVALUATION_ARTIFACT}/report.json", tracking_uri=tracking_uri
+    )
+    if report_dir is not None and Path(report_dir).is_dir():
+        mlflow_client.log_artifacts(run_id, str(report_dir), f"{EVALUATION_ARTIFACT}/report")
+    for name, evaluation in report.models.items():
+        fig = _confusion_figure(name, evaluation.confusion)
+        mlflow_client.log_figure(run_id, fig, f"{EVALUATION_ARTIFACT}/confusion_{name}.png")
+        plt.close(fig)
+    fig = _per_class_f1_figure({n: e.metrics for n, e in report.models.items()})
+    mlflow_client.log_figure(run_id, fig, f"{EVALUATION_ARTIFACT}/per_class_f1.png")
+    plt.close(fig)
+    for path in overlays:
+        mlflow_client.log_artifact(run_id, str(path), f"{EVALUATION_ARTIFACT}/overlays")
+    if gate_report is not None:
+        log_json(
+            run_id,
+            gate_report.to_dict(),
+            f"{EVALUATION_ARTIFACT}/gates.json",
+            tracking_uri=tracking_uri,
+        )
+        mlflow_client.set_tag(run_id, "gates.passed", str(gate_report.passed).lower())
+        for result in gate_report.results:
+            mlflow_client.set_tag(
+                run_id, f"gate.{result.name}", "pass" if result.passed else "fail"
+            )
+
+
+def run_metrics(run_id: str, *, tracking_uri: str | None = None) -> dict[str, float]:
+    """The latest value of every metric of a run."""
+    return dict(client(tracking_uri).get_run(run_id).data.metrics)
