@@ -1,0 +1,1669 @@
+"""Procedural phantom faces with and without facial palsy: identity, exam pose, pixels, labels.
+
+This module is the face model behind :mod:`palsyseg.data.synth`. It reads top to bottom:
+
+1. **Who** — :class:`Identity` (face shape, Fitzpatrick skin type, hair, beard, glasses, age)
+   and :class:`Patient` (identity + diagnosis, affected side, House–Brackmann grade).
+2. **What the muscles do** — :func:`side_function` gives each half-face an upper (frontalis,
+   orbicularis oculi) and a lower (zygomaticus, orbicularis oris) function in [0, 1].
+   Bell's palsy is a *peripheral* (lower motor neuron) lesion of the facial nerve: the whole
+   half-face is weak, forehead included. A stroke is a *central* (upper motor neuron) lesion:
+   the forehead has bilateral cortical innervation and is spared, the lower face is weak
+   (e.g. Kasper et al., Harrison's Principles of Internal Medicine, ch. "Bell's palsy").
+   :func:`face_geometry` turns the function and the exam pose (rest, smile, brow_raise,
+   eye_closure, pucker) into feature positions: a weak side's brow does not rise, its eye
+   does not close (with Bell's phenomenon: the eyeball rolls up), its mouth corner droops at
+   rest and does not lift on a smile, its nasolabial fold is flat, its forehead unwrinkled.
+   Severity follows the House–Brackmann grade (House & Brackmann 1985): grade 2 is slight
+   weakness, grade 6 total paralysis.
+3. **Pixels** — :func:`render_face` draws the face in an upright "canonical" frame (a height
+   field lit with a Lambert + Blinn–Phong model gives skin shading and the depth map; cv2
+   polygons give eyes, brows, lips, hair, glasses), then rolls, scales and places it with one
+   affine warp, composites it over a cluttered background and adds the imaging nuisances
+   (lighting gradient, colour cast, blur, sensor noise; JPEG happens when the file is written).
+
+Coordinates: the canonical frame measures lengths in units of the face half-width ``A``
+pixels, ``x`` to the image's right, ``y`` down, ``z`` toward the camera, the eye line at
+``y = 0``. A frontal photo mirrors the patient, so the patient's *left* half-face has
+``x > 0`` (the image's right); :func:`side_sign` is the one conversion, built on
+:func:`palsyseg.labels.image_half_of_side`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+
+from palsyseg.labels import Label, image_half_of_side
+
+HAIR_STYLES: tuple[str, ...] = (
+    "bald",
+    "buzz",
+    "short",
+    "side_part",
+    "fringe",
+    "long",
+    "curly",
+    "receding",
+)
+BEARD_STYLES: tuple[str, ...] = ("none", "stubble", "full")
+GLASSES_STYLES: tuple[str, ...] = ("none", "round", "rect")
+
+# sRGB skin albedo per Fitzpatrick type (means of published skin-colour measurements, rounded).
+SKIN_RGB: dict[int, tuple[float, float, float]] = {
+    1: (242, 212, 195),
+    2: (228, 188, 160),
+    3: (206, 160, 124),
+    4: (172, 122, 86),
+    5: (128, 84, 56),
+    6: (82, 54, 38),
+}
+HAIR_RGB: dict[str, tuple[float, float, float]] = {
+    "black": (22, 18, 17),
+    "dark_brown": (52, 36, 26),
+    "brown": (96, 64, 42),
+    "auburn": (120, 58, 34),
+    "blond": (196, 160, 104),
+    "grey": (150, 146, 140),
+    "white": (214, 210, 204),
+}
+IRIS_RGB: dict[str, tuple[float, float, float]] = {
+    "dark_brown": (58, 36, 24),
+    "brown": (98, 62, 36),
+    "hazel": (122, 98, 56),
+    "green": (84, 112, 76),
+    "blue": (78, 116, 160),
+    "grey": (112, 122, 128),
+}
+
+
+# --------------------------------------------------------------------------------------------
+# 1. Who: identity and patient
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Identity:
+    """How a synthetic person looks, fixed across their images. Lengths in face half-widths."""
+
+    skin_tone: int
+    skin_rgb: tuple[float, float, float]
+    cheek_width: float
+    jaw_width: float
+    chin_width: float
+    chin_y: float
+    skull_top: float
+    face_depth: float
+    eye_x: float
+    eye_half_width: float
+    eye_height: float
+    canthal_tilt: float
+    iris_rgb: tuple[float, float, float]
+    brow_y: float
+    brow_thickness: float
+    brow_arch: float
+    brow_rgb: tuple[float, float, float]
+    nose_width: float
+    nose_length: float
+    mouth_y: float
+    mouth_half_width: float
+    upper_lip: float
+    lower_lip: float
+    lip_rgb: tuple[float, float, float]
+    ear_size: float
+    hair_style: str
+    hair_rgb: tuple[float, float, float]
+    hair_volume: float
+    beard: str
+    glasses: str
+    frame_rgb: tuple[float, float, float]
+    frame_width: float
+    age: float
+    lash: float
+    shirt_rgb: tuple[float, float, float]
+    # Natural asymmetry of a healthy face, per image half (-1, +1): brow and mouth-corner
+    # height offsets and eye-opening scale, well below the clinical thresholds.
+    asymmetry: tuple[float, ...] = field(default=(0.0, 0.0, 0.0, 0.0, 1.0, 1.0))
+
+
+@dataclass(frozen=True)
+class Patient:
+    """One synthetic person: identity plus the clinical ground truth of the manifest."""
+
+    patient_id: str
+    diagnosis: str
+    affected_side: str
+    grade: int
+    identity: Identity
+    severity_jitter: float = 0.0
+
+    @property
+    def severity(self) -> float:
+        """Weakness of the affected side, 0 (normal) … 1 (total paralysis), from the HB grade."""
+        if self.diagnosis == "healthy":
+            return 0.0
+        return float(np.clip((self.grade - 1) / 5 + self.severity_jitter, 0.12, 1.0))
+
+
+def _choice(rng: np.random.Generator, options: dict[str, float]) -> str:
+    names = list(options)
+    weights = np.array([options[n] for n in names], dtype=float)
+    return names[int(rng.choice(len(names), p=weights / weights.sum()))]
+
+
+def _jitter_rgb(
+    rng: np.random.Generator, rgb: tuple[float, ...], amount: float
+) -> tuple[float, float, float]:
+    scale = 1.0 + rng.uniform(-amount, amount)
+    tint = rng.uniform(-amount / 2, amount / 2, size=3)
+    return tuple(float(np.clip(c * (scale + t), 0, 255)) for c, t in zip(rgb, tint, strict=True))  # type: ignore[return-value]
+
+
+def sample_identity(rng: np.random.Generator) -> Identity:
+    """Draw a random identity (face shape, skin type 1–6, hair, beard, glasses, age)."""
+    skin_tone = int(rng.integers(1, 7))
+    skin = _jitter_rgb(rng, SKIN_RGB[skin_tone], 0.05)
+    age = float(rng.beta(1.6, 1.8))
+    dark = skin_tone >= 4
+    hair_colour = _choice(
+        rng,
+        {
+            "black": 6 if dark else 1.5,
+            "dark_brown": 4 if dark else 3,
+            "brown": 1 if dark else 3,
+            "auburn": 0.2 if dark else 1,
+            "blond": 0.1 if dark else 2,
+        },
+    )
+    if age > 0.7 and rng.random() < 0.7:
+        hair_colour = "white" if rng.random() < 0.35 else "grey"
+    hair_style = _choice(
+        rng,
+        {
+            "bald": 1,
+            "buzz": 1.2,
+            "short": 2.5,
+            "side_part": 2,
+            "fringe": 1.3,
+            "long": 2.8,
+            "curly": 1.3,
+            "receding": 1.0 + 2 * age,
+        },
+    )
+    beard = _choice(rng, {"none": 5, "stubble": 1.6, "full": 1.6})
+    if hair_style in ("long", "fringe") and rng.random() < 0.7:
+        beard = "none"
+    iris = _choice(
+        rng,
+        {
+            "dark_brown": 6 if dark else 2,
+            "brown": 2,
+            "hazel": 0.3 if dark else 1.2,
+            "green": 0.1 if dark else 1,
+            "blue": 0.1 if dark else 2,
+            "grey": 0.1 if dark else 0.6,
+        },
+    )
+    hair_rgb = _jitter_rgb(rng, HAIR_RGB[hair_colour], 0.08)
+    brow_rgb = tuple(float(c * rng.uniform(0.65, 0.9)) for c in hair_rgb)
+    if hair_colour in ("white", "grey", "blond"):
+        brow_rgb = tuple(
+            float(0.5 * c + 0.5 * h) for c, h in zip(brow_rgb, (70, 60, 52), strict=True)
+        )
+    lip_base = np.array(skin) * np.array([0.82, 0.55, 0.6]) + np.array([30, 4, 8])
+    glasses = _choice(rng, {"none": 2.6, "round": 0.6, "rect": 0.8})
+    frame = _choice(rng, {"black": 3, "tortoise": 2, "metal": 1.5})
+    frame_rgb = {"black": (20, 20, 22), "tortoise": (92, 58, 34), "metal": (150, 150, 156)}[frame]
+    asym = (
+        float(rng.uniform(-0.012, 0.012)),
+        float(rng.uniform(-0.012, 0.012)),
+        float(rng.uniform(-0.008, 0.008)),
+        float(rng.uniform(-0.008, 0.008)),
+        float(rng.uniform(0.95, 1.05)),
+        float(rng.uniform(0.95, 1.05)),
+    )
+    return Identity(
+        skin_tone=skin_tone,
+        skin_rgb=skin,
+        cheek_width=float(rng.uniform(0.97, 1.03)),
+        jaw_width=float(rng.uniform(0.8, 0.95)),
+        chin_width=float(rng.uniform(0.3, 0.5)),
+        chin_y=float(rng.uniform(1.36, 1.5)),
+        skull_top=float(rng.uniform(1.45, 1.6)),
+        face_depth=float(rng.uniform(0.72, 0.85)),
+        eye_x=float(rng.uniform(0.42, 0.47)),
+        eye_half_width=float(rng.uniform(0.19, 0.22)),
+        eye_height=float(rng.uniform(0.095, 0.12)),
+        canthal_tilt=float(rng.uniform(-0.005, 0.035)),
+        iris_rgb=_jitter_rgb(rng, IRIS_RGB[iris], 0.08),
+        brow_y=float(rng.uniform(-0.33, -0.27)),
+        brow_thickness=float(rng.uniform(0.06, 0.1)),
+        brow_arch=float(rng.uniform(0.03, 0.08)),
+        brow_rgb=brow_rgb,  # type: ignore[arg-type]
+        nose_width=float(rng.uniform(0.16, 0.22 + 0.04 * dark)),
+        nose_length=float(rng.uniform(0.5, 0.6)),
+        mouth_y=float(rng.uniform(0.84, 0.92)),
+        mouth_half_width=float(rng.uniform(0.36, 0.43)),
+        upper_lip=float(rng.uniform(0.07, 0.1 + 0.02 * dark) * (1 - 0.25 * age)),
+        lower_lip=float(rng.uniform(0.09, 0.13 + 0.02 * dark) * (1 - 0.2 * age)),
+        lip_rgb=_jitter_rgb(rng, tuple(np.clip(lip_base, 0, 255)), 0.06),
+        ear_size=float(rng.uniform(0.9, 1.1)),
+        hair_style=hair_style,
+        hair_rgb=hair_rgb,
+        hair_volume=float(rng.uniform(0.04, 0.12)),
+        beard=beard,
+        glasses=glasses,
+        frame_rgb=frame_rgb,
+        frame_width=float(rng.uniform(0.025, 0.05)),
+        age=age,
+        lash=float(rng.uniform(0.6, 1.0)),
+        shirt_rgb=tuple(float(c) for c in rng.integers(25, 230, size=3)),  # type: ignore[arg-type]
+        asymmetry=asym,
+    )
+
+
+def sample_patient(rng: np.random.Generator, patient_id: str, diagnosis: str) -> Patient:
+    """Draw a patient with ``diagnosis``: identity, affected side and House–Brackmann grade.
+
+    Healthy faces are grade 1 with side ``none``; palsy faces get grade 2–6 and a side.
+    """
+    identity = sample_identity(rng)
+    if diagnosis == "healthy":
+        return Patient(patient_id, diagnosis, "none", 1, identity)
+    side = "left" if rng.random() < 0.5 else "right"
+    grade = int(rng.integers(2, 7))
+    return Patient(patient_id, diagnosis, side, grade, identity, float(rng.uniform(-0.03, 0.03)))
+
+
+# --------------------------------------------------------------------------------------------
+# 2. What the muscles do: function per half-face, feature positions per exam pose
+# --------------------------------------------------------------------------------------------
+
+
+def side_sign(side: str) -> int:
+    """+1 if the patient's ``side`` appears on the image's right (x > 0), else -1."""
+    return 1 if image_half_of_side(side) == "right" else -1
+
+
+def side_function(patient: Patient, sign: int) -> tuple[float, float]:
+    """(upper, lower) muscle function of the half-face at image half ``sign``, each in [0, 1].
+
+    Bell's palsy (peripheral): the whole half-face is weak. Stroke (central): the forehead and
+    eye closure are spared by bilateral cortical innervation; the lower face is weak.
+    """
+    if patient.diagnosis == "healthy" or sign != side_sign(patient.affected_side):
+        return 1.0, 1.0
+    weak = 1.0 - patient.severity
+    if patient.diagnosis == "bells_palsy":
+        return weak, weak
+    return 1.0, weak
+
+
+@dataclass
+class HalfFace:
+    """Feature positions of one half-face (image half ``sign``), normalised units."""
+
+    sign: int
+    brow: np.ndarray  # 3×2: inner, peak, outer (x, y)
+    eye_inner: np.ndarray
+    eye_outer: np.ndarray
+    eye_up: float  # upper-lid height above the canthal line when open
+    eye_low: float  # lower-lid depth below the canthal line
+    eye_open: float  # 0 closed … 1 open (upper lid between the lower lid and fully open)
+    iris_shift: np.ndarray  # iris offset from the fissure centre (gaze, Bell's phenomenon)
+    corner: np.ndarray  # mouth corner (x, y)
+    fold: float  # nasolabial fold depth 0…1
+    forehead: float  # forehead wrinkling 0…1
+    crows: float  # crow's-feet wrinkling 0…1
+    cheek: float  # cheek raise 0…1
+
+
+@dataclass
+class FaceGeometry:
+    """Both half-faces plus the mouth centre, in normalised units (see module docstring)."""
+
+    halves: dict[int, HalfFace]
+    mouth_center: np.ndarray  # stomion centre (x, y)
+    lip_gap: float  # lip parting at the centre (teeth show when > 0)
+    pucker: float  # 0 … 1 lips rounded forward
+    upper_lip: float
+    lower_lip: float
+
+
+def face_geometry(
+    patient: Patient, pose: str, intensity: float = 1.0, gaze: tuple[float, float] = (0.0, 0.0)
+) -> FaceGeometry:
+    """Feature positions for ``patient`` performing the exam ``pose`` with effort ``intensity``.
+
+    Healthy sides perform the full movement; a weak side performs ``function`` × movement and,
+    at rest, shows the tone loss of its grade (drooping corner; for Bell's a lower brow and a
+    wider palpebral fissure). Deterministic in its arguments.
+    """
+    ident = patient.identity
+    s = patient.severity
+    halves: dict[int, HalfFace] = {}
+    for sign, asym_index in ((-1, 0), (1, 1)):
+        upper, lower = side_function(patient, sign)
+        bells_side = patient.diagnosis == "bells_palsy" and upper < 1.0
+        weak = 1.0 - lower
+        brow_dy = ident.asymmetry[asym_index]
+        corner_dy = ident.asymmetry[2 + asym_index]
+        eye_scale = ident.asymmetry[4 + asym_index]
+        # Tone loss at rest: the weak corner sags; a Bell's brow sags and the fissure widens.
+        corner_dy += 0.075 * weak
+        corner_dx = -0.02 * weak
+        if bells_side:
+            brow_dy += 0.06 * (1 - upper)
+        eye_open, eye_low = 1.0, ident.eye_height * 0.55
+        if bells_side:
+            eye_low *= 1 + 0.45 * (1 - upper)
+            eye_open = 1 + 0.12 * (1 - upper)
+        iris_dy = 0.0
+        forehead = 0.15 * ident.age * upper
+        crows = 0.2 * ident.age
+        fold = (0.35 + 0.4 * ident.age) * (0.1 + 0.9 * lower)
+        cheek = 0.0
+        brow_lift = np.zeros(3)
+        effort = intensity
+        if pose == "brow_raise":
+            brow_lift = np.array([0.10, 0.13, 0.10]) * upper * effort
+            # A weak frontalis leaves the forehead smooth well before the brow stops moving.
+            forehead = max(forehead, 0.95 * effort * max(0.0, upper - 0.3) / 0.7)
+            eye_open *= 1 + 0.18 * upper * effort
+        elif pose == "eye_closure":
+            # Orbicularis oculi closes the lid; a weak one leaves the eye open (lagophthalmos),
+            # and the eyeball rolls up under the lid (Bell's phenomenon).
+            residual = 0.0 if upper >= 0.999 else 0.12 + 0.82 * (1 - upper) ** 1.2
+            eye_open = min(1.0, residual)
+            iris_dy = -ident.eye_height * (0.9 if residual > 0 else 0.0)
+            brow_lift = np.array([-0.035, -0.025, -0.02]) * upper * effort
+            crows = max(crows, 0.7 * upper * effort)
+            eye_low *= 1 - 0.2 * upper
+            fold *= 1.15
+        elif pose == "smile":
+            corner_dx += 0.1 * lower * effort
+            corner_dy -= 0.15 * lower * effort
+            fold = min(1.0, fold * (1 + 1.2 * lower * effort))
+            cheek = lower * effort
+            crows = max(crows, 0.5 * lower * effort)
+            eye_low *= 1 - 0.3 * lower * effort  # cheeks push the lower lid up (Duchenne smile)
+            eye_open *= 1 - 0.1 * lower * effort
+        elif pose == "pucker":
+            corner_dx -= ident.mouth_half_width * 0.45 * lower * effort
+            corner_dy -= 0.01 * lower
+            fold *= 0.7
+        brow_base = np.array(
+            [
+                [ident.eye_x - ident.eye_half_width * 1.05, ident.brow_y + 0.03],
+                [ident.eye_x + 0.02, ident.brow_y - ident.brow_arch],
+                [ident.eye_x + ident.eye_half_width * 1.45, ident.brow_y + 0.02],
+            ]
+        )
+        brow = brow_base.copy()
+        brow[:, 1] += brow_dy - brow_lift
+        brow[:, 0] *= sign
+        tilt = ident.canthal_tilt
+        eye_inner = np.array([sign * (ident.eye_x - ident.eye_half_width), tilt / 2])
+        eye_outer = np.array([sign * (ident.eye_x + ident.eye_half_width), -tilt / 2])
+        corner = np.array([sign * (ident.mouth_half_width + corner_dx), ident.mouth_y + corner_dy])
+        halves[sign] = HalfFace(
+            sign=sign,
+            brow=brow,
+            eye_inner=eye_inner,
+            eye_outer=eye_outer,
+            eye_up=ident.eye_height * eye_scale,
+            eye_low=eye_low * eye_scale,
+            eye_open=float(eye_open),
+            iris_shift=np.array([gaze[0] * ident.eye_half_width * 0.3, gaze[1] * 0.01 + iris_dy]),
+            corner=corner,
+            fold=float(np.clip(fold, 0.0, 1.0)),
+            forehead=float(np.clip(forehead, 0.0, 1.0)),
+            crows=float(np.clip(crows, 0.0, 1.0)),
+            cheek=float(cheek),
+        )
+    left, right = halves[-1].corner, halves[1].corner
+    center = (left + right) / 2
+    center[1] = ident.mouth_y + 0.5 * (ident.asymmetry[2] + ident.asymmetry[3])
+    lower_mean = 0.5 * (side_function(patient, -1)[1] + side_function(patient, 1)[1])
+    lip_gap, pucker = 0.0, 0.0
+    upper_lip, lower_lip = ident.upper_lip, ident.lower_lip
+    if pose == "smile":
+        lip_gap = 0.085 * lower_mean * intensity
+        center[1] += 0.015
+        upper_lip *= 0.85
+        lower_lip *= 0.85
+    elif pose == "pucker":
+        pucker = intensity * lower_mean
+        upper_lip *= 1 + 0.35 * pucker
+        lower_lip *= 1 + 0.3 * pucker
+        center[1] -= 0.02
+    return FaceGeometry(halves, center, float(lip_gap), float(pucker), upper_lip, lower_lip)
+
+
+# --------------------------------------------------------------------------------------------
+# 3. Pixels: canonical-frame drawing, warp, background, imaging nuisances
+# --------------------------------------------------------------------------------------------
+
+_SHIFT = 4  # cv2 fixed-point bits: polygons are placed with 1/16-pixel precision
+_ONE = 1 << _SHIFT
+
+
+@dataclass(frozen=True)
+class Capture:
+    """Per-image camera and scene: head pose, lighting, background, nuisances (all drawn per image)."""
+
+    roll_deg: float
+    yaw_deg: float
+    scale: float
+    shift: tuple[float, float]
+    light: tuple[float, float, float]
+    ambient: float
+    gradient: tuple[float, float]  # strength, direction (radians) of the lighting gradient
+    cast: tuple[float, float, float]  # per-channel colour-cast gains
+    blur_sigma: float
+    noise_sigma: float
+    jpeg_quality: int
+    intensity: float  # effort of the exam movement
+    gaze: tuple[float, float]
+    background_seed: int
+
+
+def sample_capture(
+    rng: np.random.Generator,
+    *,
+    max_roll_deg: float = 10.0,
+    max_yaw_deg: float = 8.0,
+    jpeg_quality: tuple[int, int] = (55, 95),
+) -> Capture:
+    """Draw the imaging conditions of one photo."""
+    lx = rng.uniform(-0.6, 0.6)
+    ly = rng.uniform(-0.55, -0.1)
+    norm = math.sqrt(lx * lx + ly * ly + 0.8**2)
+    return Capture(
+        roll_deg=float(rng.uniform(-max_roll_deg, max_roll_deg)),
+        yaw_deg=float(rng.uniform(-max_yaw_deg, max_yaw_deg)),
+        scale=float(rng.uniform(0.9, 1.1)),
+        shift=(float(rng.uniform(-0.04, 0.04)), float(rng.uniform(-0.03, 0.04))),
+        light=(lx / norm, ly / norm, 0.8 / norm),
+        ambient=float(rng.uniform(0.3, 0.45)),
+        gradient=(float(rng.uniform(0.0, 0.35)), float(rng.uniform(0, 2 * math.pi))),
+        cast=tuple(float(g) for g in rng.uniform(0.9, 1.1, size=3)),  # type: ignore[arg-type]
+        blur_sigma=float(rng.choice([0.0, 0.0, rng.uniform(0.4, 1.1)])),
+        noise_sigma=float(rng.uniform(1.0, 6.0)),
+        jpeg_quality=int(rng.integers(jpeg_quality[0], jpeg_quality[1] + 1)),
+        intensity=float(rng.uniform(0.85, 1.05)),
+        gaze=(float(rng.uniform(-1, 1)), float(rng.uniform(-1, 1))),
+        background_seed=int(rng.integers(0, 2**31 - 1)),
+    )
+
+
+@dataclass
+class Rendering:
+    """One synthetic photo and its ground truth, all at the output size."""
+
+    rgb: np.ndarray  # H×W×3 uint8
+    mask: np.ndarray  # H×W uint8, Label values
+    depth: np.ndarray  # H×W float32, 0 = none, (0, 1] relative depth, nearer = smaller
+    landmarks: dict[str, Any]
+    jpeg_quality: int
+
+
+@lru_cache(maxsize=4)
+def _texture_pool(size: int, seed: int) -> dict[str, np.ndarray]:
+    """Noise tiles (2·size square) shared by all images of one dataset; images crop them at
+    random offsets. Drawing fresh Gaussian noise per image would cost more than rendering."""
+    import cv2
+
+    rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(2,)))
+    n = 2 * size
+    sensor = rng.standard_normal((n, n, 3), dtype=np.float32)
+    streak = rng.standard_normal((max(4, n // 10), n), dtype=np.float32)
+    streak = cv2.resize(streak, (n, n), interpolation=cv2.INTER_LINEAR)
+    streak = cv2.GaussianBlur(streak, (0, 0), 0.7)
+    streak /= streak.std() + 1e-6
+    curl = rng.standard_normal((n // 3, n // 3), dtype=np.float32)
+    curl = cv2.resize(curl, (n, n), interpolation=cv2.INTER_CUBIC)
+    curl /= curl.std() + 1e-6
+    blotch = rng.standard_normal((max(4, n // 24), max(4, n // 24)), dtype=np.float32)
+    blotch = cv2.resize(blotch, (n, n), interpolation=cv2.INTER_CUBIC)
+    blotch /= blotch.std() + 1e-6
+    speck = rng.standard_normal((n, n), dtype=np.float32)
+    return {"sensor": sensor, "streak": streak, "curl": curl, "blotch": blotch, "speck": speck}
+
+
+def _crop(tile: np.ndarray, rng: np.random.Generator, h: int, w: int) -> np.ndarray:
+    y = int(rng.integers(0, tile.shape[0] - h + 1))
+    x = int(rng.integers(0, tile.shape[1] - w + 1))
+    return tile[y : y + h, x : x + w]
+
+
+class _Canvas:
+    """The upright canonical frame: colour, coverage and label layers plus the unit mapping."""
+
+    def __init__(self, size: int, ident: Identity, capture: Capture) -> None:
+        self.size = size
+        self.unit = size * 0.235 * capture.scale  # A: pixels per face half-width
+        self.cx = size / 2
+        self.cy = size * 0.43
+        yaw = math.radians(capture.yaw_deg)
+        self.sin_yaw, self.cos_yaw = math.sin(yaw), math.cos(yaw)
+        self.ident = ident
+        self.table = _outline_table(ident)
+        # Colour is premultiplied by coverage (it starts black and layers blend in).
+        self.rgb = np.zeros((size, size, 3), np.float32)
+        self.alpha = np.zeros((size, size), np.float32)
+        self.mask = np.zeros((size, size), np.uint8)
+        self.z = np.zeros((size, size), np.float32)
+        self.creases: list[tuple[np.ndarray, float, float, bool, bool]] = []
+
+    # -- coordinates ---------------------------------------------------------------------------
+    def px(self, points: np.ndarray, lift: float = 0.0) -> np.ndarray:
+        """Normalised (x, y) on the face surface (+``lift`` toward the camera) → canonical pixels."""
+        points = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+        x, y = points[:, 0], points[:, 1]
+        ys, w_tab, p_tab = self.table
+        w = np.maximum(np.interp(y, ys, w_tab), 1e-3)
+        r = np.minimum((x / w) ** 2, 1.0)
+        z = self.ident.face_depth * np.sqrt(1.0 - r) * np.interp(y, ys, p_tab) + lift
+        out = np.empty_like(points)
+        out[:, 0] = self.cx + self.unit * (x * self.cos_yaw + z * self.sin_yaw)
+        out[:, 1] = self.cy + self.unit * y
+        return out
+
+    def px_flat(self, points: np.ndarray) -> np.ndarray:
+        """Normalised (x, y) in the image plane (body, shirt) → canonical pixels, no yaw shift."""
+        points = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+        return points * self.unit + (self.cx, self.cy)
+
+    # -- drawing helpers -----------------------------------------------------------------------
+    def _box(self, pts: np.ndarray, pad: float) -> tuple[int, int, int, int] | None:
+        x0 = max(int(math.floor(pts[:, 0].min() - pad)), 0)
+        y0 = max(int(math.floor(pts[:, 1].min() - pad)), 0)
+        x1 = min(int(math.ceil(pts[:, 0].max() + pad)) + 1, self.size)
+        y1 = min(int(math.ceil(pts[:, 1].max() + pad)) + 1, self.size)
+        if x1 <= x0 or y1 <= y0:
+            return None
+        return x0, y0, x1, y1
+
+    def coverage(
+        self, polys: list[np.ndarray], pad: float = 2.0, blur: float = 0.0, thickness: int = 0
+    ):
+        """Anti-aliased coverage (float 0..1) of filled polygons (or polylines if ``thickness``)
+        in their bounding box: ``(alpha_patch, (x0, y0, x1, y1))`` or ``None`` if off-canvas."""
+        import cv2
+
+        allpts = np.concatenate(polys)
+        box = self._box(allpts, pad + thickness + 3 * blur)
+        if box is None:
+            return None
+        x0, y0, x1, y1 = box
+        patch = np.zeros((y1 - y0, x1 - x0), np.uint8)
+        fixed = [np.round((p - (x0, y0)) * _ONE).astype(np.int32) for p in polys]
+        if thickness:
+            cv2.polylines(patch, fixed, False, 255, thickness, cv2.LINE_AA, _SHIFT)
+        else:
+            cv2.fillPoly(patch, fixed, 255, cv2.LINE_AA, _SHIFT)
+        alpha = patch.astype(np.float32) * (1 / 255)
+        if blur > 0:
+            alpha = cv2.GaussianBlur(alpha, (0, 0), blur)
+        return alpha, box
+
+    def paint(
+        self,
+        polys: list[np.ndarray],
+        colour,
+        opacity: float = 1.0,
+        *,
+        label: int | None = None,
+        blur: float = 0.0,
+        thickness: int = 0,
+        person: bool = True,
+    ) -> None:
+        """Blend a flat ``colour`` into the polygons; optionally write ``label`` into the mask."""
+        import cv2
+
+        cov = self.coverage(polys, blur=blur, thickness=thickness)
+        if cov is None:
+            return
+        alpha, (x0, y0, x1, y1) = cov
+        a = alpha * opacity
+        region = self.rgb[y0:y1, x0:x1]
+        region += (np.asarray(colour, np.float32) - region) * a[..., None]
+        if person:
+            cover = self.alpha[y0:y1, x0:x1]
+            np.maximum(cover, a, out=cover)
+        if label is not None:
+            fixed = [np.round(p * _ONE).astype(np.int32) for p in polys]
+            if thickness:
+                cv2.polylines(self.mask, fixed, False, int(label), thickness, cv2.LINE_8, _SHIFT)
+            else:
+                cv2.fillPoly(self.mask, fixed, int(label), cv2.LINE_8, _SHIFT)
+
+    def crease(
+        self,
+        points: np.ndarray,
+        strength: float,
+        width: float = 1.0,
+        *,
+        soft: bool = False,
+        flat: bool = False,
+    ) -> None:
+        """Queue a skin crease (polyline of normalised points; ``width`` 0 fills it as a shadow).
+        Creases go into darkness maps that are blurred once and applied to the skin."""
+        if strength > 0.01:
+            self.creases.append(
+                (np.asarray(points, np.float64), float(strength), float(width), soft, flat)
+            )
+
+    def crease_maps(self, rows: slice, cols: slice) -> tuple[np.ndarray, np.ndarray]:
+        """Draw the queued creases (projected in one batch) into ``(sharp, soft)`` maps of a region."""
+        import cv2
+
+        h, w = rows.stop - rows.start, cols.stop - cols.start
+        sharp = np.zeros((h, w), np.float32)
+        soft = np.zeros((h, w), np.float32)
+        if not self.creases:
+            return sharp, soft
+        surface = [c for c in self.creases if not c[4]]
+        flat = [c for c in self.creases if c[4]]
+        projected = []
+        if surface:
+            pts = self.px(np.concatenate([c[0] for c in surface]))
+            bounds = np.cumsum([0] + [len(c[0]) for c in surface])
+            projected += [
+                (pts[a:b], c) for a, b, c in zip(bounds[:-1], bounds[1:], surface, strict=True)
+            ]
+        projected += [(self.px_flat(c[0]), c) for c in flat]
+        origin = np.array([cols.start, rows.start], np.float64)
+        for pts, (_, strength, width, is_soft, _) in projected:
+            target = soft if is_soft else sharp
+            fixed = [np.round((pts - origin) * _ONE).astype(np.int32)]
+            if width <= 0:
+                cv2.fillPoly(target, fixed, strength, cv2.LINE_8, _SHIFT)
+            else:
+                cv2.polylines(
+                    target, fixed, False, strength, max(1, int(round(width))), cv2.LINE_8, _SHIFT
+                )
+        return sharp, soft
+
+
+def _half_width(y: np.ndarray, ident: Identity) -> np.ndarray:
+    """Half-width of the head outline at height ``y`` (skull ellipse, cheeks, jaw, rounded chin)."""
+    y = np.asarray(y, dtype=np.float64)
+    top, yc, jaw_y = -ident.skull_top, 0.15, ident.chin_y - 0.5
+    w = np.zeros_like(y)
+    up = y < yc
+    w[up] = ident.cheek_width * np.sqrt(np.clip(1 - ((y[up] - yc) / (top - yc)) ** 2, 0, 1))
+    mid = (y >= yc) & (y < jaw_y)
+    t = (y[mid] - yc) / (jaw_y - yc)
+    w[mid] = ident.cheek_width + (ident.jaw_width - ident.cheek_width) * t**2.2
+    low = (y >= jaw_y) & (y < ident.chin_y)
+    t = (y[low] - jaw_y) / (ident.chin_y - jaw_y)
+    w[low] = (ident.jaw_width + (ident.chin_width - ident.jaw_width) * t) * np.sqrt(
+        np.clip(1 - t**5, 0, 1)
+    )
+    return w
+
+
+def _profile(y: np.ndarray, ident: Identity) -> np.ndarray:
+    """Forward extent of the face along its height (flat front, falling off at crown and chin)."""
+    span = 0.5 * (ident.skull_top + ident.chin_y)
+    centre = 0.5 * (ident.chin_y - ident.skull_top)
+    return np.sqrt(np.clip(1 - ((np.asarray(y) - centre) / (span * 1.06)) ** 4, 0, 1))
+
+
+@lru_cache(maxsize=64)
+def _outline_table(ident: Identity) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(y, half_width, profile)`` sampled every 0.004 units, for fast interpolation."""
+    ys = np.linspace(-2.4, 2.4, 1201)
+    return ys, _half_width(ys, ident), _profile(ys, ident)
+
+
+def surface_z(x: np.ndarray | float, y: np.ndarray | float, ident: Identity) -> np.ndarray:
+    """Height of the base head surface toward the camera (normalised units), for features."""
+    ys, w_tab, p_tab = _outline_table(ident)
+    x = np.atleast_1d(np.asarray(x, dtype=np.float64))
+    y = np.atleast_1d(np.asarray(y, dtype=np.float64))
+    w = np.maximum(np.interp(y, ys, w_tab), 1e-3)
+    return ident.face_depth * np.sqrt(np.clip(1 - (x / w) ** 2, 0, 1)) * np.interp(y, ys, p_tab)
+
+
+def _bezier(p0: np.ndarray, c: np.ndarray, p1: np.ndarray, n: int) -> np.ndarray:
+    t = np.linspace(0, 1, n)[:, None]
+    return (1 - t) ** 2 * p0 + 2 * t * (1 - t) * c + t**2 * p1
+
+
+def _through(p0: np.ndarray, mid: np.ndarray, p1: np.ndarray, n: int) -> np.ndarray:
+    """Quadratic curve from ``p0`` to ``p1`` passing through ``mid`` at t = 1/2."""
+    return _bezier(p0, 2 * mid - (p0 + p1) / 2, p1, n)
+
+
+def _ellipse(
+    center: np.ndarray, rx: float, ry: float, n: int = 28, angle: float = 0.0
+) -> np.ndarray:
+    t = np.linspace(0, 2 * np.pi, n, endpoint=False)
+    c, s = math.cos(angle), math.sin(angle)
+    x, y = rx * np.cos(t), ry * np.sin(t)
+    return np.stack([center[0] + c * x - s * y, center[1] + s * x + c * y], axis=1)
+
+
+def _rep3(plane: np.ndarray) -> np.ndarray:
+    """H×W → H×W×3. (NumPy broadcasting over a last axis of 3 is several times slower than
+    same-shape arithmetic, so per-pixel colour work is done on planes and merged.)"""
+    import cv2
+
+    plane = np.ascontiguousarray(plane, dtype=np.float32)
+    return cv2.merge([plane, plane, plane])
+
+
+def _tint(plane: np.ndarray, rgb: np.ndarray | tuple[float, ...]) -> np.ndarray:
+    """A grey plane times an RGB colour → H×W×3."""
+    import cv2
+
+    plane = np.asarray(plane, dtype=np.float32)
+    return cv2.merge(
+        [plane * np.float32(rgb[0]), plane * np.float32(rgb[1]), plane * np.float32(rgb[2])]
+    )
+
+
+def _shade(
+    r: np.ndarray, g: np.ndarray, b: np.ndarray, shade: np.ndarray, spec: np.ndarray | None
+) -> np.ndarray:
+    """Albedo planes under a grey shading field, with a warm subsurface tint in the half-shadows."""
+    import cv2
+
+    t = shade * (1 - shade)
+    planes = [r * (shade + 0.3 * t), g * (shade + 0.02 * t), b * (shade - 0.12 * t)]
+    if spec is not None:
+        planes = [p + spec for p in planes]
+    return cv2.merge([p.astype(np.float32, copy=False) for p in planes])
+
+
+def _lambert(
+    z: np.ndarray,
+    unit: float,
+    light: tuple[float, float, float],
+    ambient: float,
+    gloss: float = 0.0,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Lambert diffuse + optional Blinn–Phong specular (exponent 16) of a height field ``z``."""
+    import cv2
+
+    # Central differences (as np.gradient in the interior), scaled to normalised units.
+    gx = cv2.Sobel(z, cv2.CV_32F, 1, 0, ksize=1, scale=0.5 * unit, borderType=cv2.BORDER_REPLICATE)
+    gy = cv2.Sobel(z, cv2.CV_32F, 0, 1, ksize=1, scale=0.5 * unit, borderType=cv2.BORDER_REPLICATE)
+    inv = 1.0 / np.sqrt(gx * gx + gy * gy + 1.0)
+    lx, ly, lz = light
+    ndotl = (lz - gx * lx - gy * ly) * inv
+    shade = ambient + (1 - ambient) * np.clip(ndotl, 0, 1)
+    spec = None
+    if gloss > 0:
+        hx, hy, hz = lx, ly, lz + 1.0
+        hn = math.sqrt(hx * hx + hy * hy + hz * hz)
+        ndoth = np.clip((hz - gx * hx - gy * hy) * inv / hn, 0, 1)
+        ndoth *= ndoth
+        ndoth *= ndoth
+        ndoth *= ndoth
+        ndoth *= ndoth
+        spec = gloss * ndoth
+    return shade.astype(np.float32, copy=False), spec
+
+
+def _bumps(
+    b: "_Band", x0: np.ndarray, y0: np.ndarray, sx: np.ndarray, sy: np.ndarray, amp: np.ndarray
+) -> np.ndarray:
+    """Sum of separable Gaussian bumps over a band, each added on its ±3σ window only."""
+    out = np.zeros(b.shape, np.float32)
+    i0, i1 = np.searchsorted(b.ys, y0 - 3 * sy), np.searchsorted(b.ys, y0 + 3 * sy)
+    j0, j1 = np.searchsorted(b.xs, x0 - 3 * sx), np.searchsorted(b.xs, x0 + 3 * sx)
+    for k in range(len(amp)):
+        if i1[k] <= i0[k] or j1[k] <= j0[k]:
+            continue
+        gy = np.exp(-0.5 * ((b.ys[i0[k] : i1[k]] - y0[k]) / sy[k]) ** 2) * amp[k]
+        gx = np.exp(-0.5 * ((b.xs[j0[k] : j1[k]] - x0[k]) / sx[k]) ** 2)
+        out[i0[k] : i1[k], j0[k] : j1[k]] += np.multiply.outer(gy, gx)
+    return out
+
+
+def _smooth_edge(signed_px: np.ndarray) -> np.ndarray:
+    """Coverage from a signed distance in pixels (positive inside), one-pixel anti-aliasing."""
+    return np.clip(signed_px + 0.5, 0.0, 1.0)
+
+
+def _hairline(x: np.ndarray, ident: Identity) -> np.ndarray:
+    """Height of the frontal hairline at ``x`` (hair above, skin below), style dependent."""
+    ax = np.abs(x)
+    style = ident.hair_style
+    if style == "fringe":
+        hl = -0.5 + 0.06 * x**2 + 0.025 * np.sin(38 * x)
+    elif style == "side_part":
+        hl = -0.84 + 0.14 * x**2 - 0.14 * x * (1 if ident.lash > 0.8 else -1)
+    elif style == "receding":
+        hl = -1.0 - 0.3 * np.exp(-(((ax - 0.5) / 0.17) ** 2)) + 0.1 * x**2
+    elif style == "long":
+        hl = -0.92 + 0.2 * ax - 0.05 * np.exp(-((x / 0.05) ** 2))
+    else:
+        hl = -0.93 + 0.14 * x**2
+    temple = -0.85 + (ax - 0.74) / 0.23 * 0.95
+    return np.where(ax > 0.74, np.maximum(hl, temple), hl)
+
+
+class _Band:
+    """A horizontal band of the per-pixel region: normalised coordinates and the head outline."""
+
+    def __init__(self, cv: _Canvas, r0: int, r1: int, c0: int, c1: int) -> None:
+        A = cv.unit
+        self.rows, self.cols = slice(r0, r1), slice(c0, c1)
+        self.shape = (r1 - r0, c1 - c0)
+        self.xs = ((np.arange(c0, c1, dtype=np.float32) - cv.cx) / A).astype(np.float32)
+        self.ys = ((np.arange(r0, r1, dtype=np.float32) - cv.cy) / A).astype(np.float32)
+        self.X = self.xs[None, :]
+        self.Y = self.ys[:, None]
+        self.ax = np.abs(self.X)
+        w = np.interp(self.ys, *_outline_table(cv.ident)[:2]).astype(np.float32)
+        self.W = np.where(w > 0, w, -1.0).astype(np.float32)[:, None]  # beyond crown/chin: outside
+
+    @property
+    def empty(self) -> bool:
+        return self.shape[0] <= 0 or self.shape[1] <= 0
+
+    def composite(
+        self, cv: _Canvas, colour: np.ndarray, alpha: np.ndarray, label: int, z: np.ndarray | None
+    ) -> None:
+        """Blend a per-pixel layer into the canvas; pixels at least half covered take ``label``."""
+        # Work only on the bounding box of the covered pixels.
+        covered = alpha > 0
+        rows = np.flatnonzero(covered.any(axis=1))
+        if rows.size == 0:
+            return
+        cols = np.flatnonzero(covered[rows[0] : rows[-1] + 1].any(axis=0))
+        i0, i1, j0, j1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+        a = alpha[i0:i1, j0:j1]
+        rs = slice(self.rows.start + i0, self.rows.start + i1)
+        cs = slice(self.cols.start + j0, self.cols.start + j1)
+        region = cv.rgb[rs, cs]
+        change = colour[i0:i1, j0:j1] - region
+        change *= _rep3(a)
+        region += change
+        cover = cv.alpha[rs, cs]
+        np.maximum(cover, a, out=cover)
+        solid = a >= 0.5
+        cv.mask[rs, cs][solid] = label
+        if z is not None:
+            cv.z[rs, cs][solid] = z[i0:i1, j0:j1][solid]
+
+
+def _band(cv: _Canvas, y_lo: float, y_hi: float, half_span: float = 1.8) -> _Band:
+    """The band of rows between normalised heights ``y_lo`` and ``y_hi`` (clipped to the frame)."""
+    A, size = cv.unit, cv.size
+    r0 = min(max(int(math.floor(cv.cy + y_lo * A)), 0), size)
+    r1 = min(max(int(math.ceil(cv.cy + y_hi * A)) + 1, r0), size)
+    c0 = max(int(cv.cx - half_span * A), 0)
+    c1 = min(int(cv.cx + half_span * A) + 1, size)
+    return _Band(cv, r0, r1, c0, c1)
+
+
+@dataclass
+class _Hair:
+    """Scalp hair as a shell around the skull: coverage edge, shading, texture, colour."""
+
+    band: _Band
+    shell: np.ndarray
+    z: np.ndarray
+    colour: np.ndarray
+    tex: np.ndarray
+    vol: float
+
+
+def _hair_field(
+    cv: _Canvas, capture: Capture, pool: dict[str, np.ndarray], rng: np.random.Generator
+) -> _Hair:
+    ident = cv.ident
+    style = ident.hair_style
+    vol = {"bald": 0.02, "buzz": 0.015, "curly": 0.22 + 2 * ident.hair_volume}.get(
+        style, ident.hair_volume
+    )
+    bottom = {"long": 2.6, "curly": 0.45, "bald": 0.05}.get(style, 0.0)
+    band = _band(cv, -(ident.skull_top + vol + 0.05), bottom)
+    X, Y, A = band.X, band.Y, cv.unit
+    rx, ry, yc = ident.cheek_width + vol, ident.skull_top + vol - 0.2, -0.2
+    r2 = (X / rx) ** 2 + ((Y - yc) / ry) ** 2
+    shell = _smooth_edge((1 - np.sqrt(r2)) * (rx * A))
+    z = (ident.face_depth + vol) * np.sqrt(np.clip(1 - r2, 0, 1))
+    shade, spec = _lambert(z, A, capture.light, capture.ambient * 0.8, gloss=40.0)
+    name = "curl" if style == "curly" else ("speck" if style == "buzz" else "streak")
+    tex = _crop(pool[name], rng, *band.shape)
+    albedo = np.asarray(ident.hair_rgb, np.float32)
+    colour = _tint(shade * (1 + 0.22 * np.clip(tex, -2.5, 2.5)), albedo)
+    if spec is not None:
+        colour += _rep3(spec * (0.5 + 0.5 * np.clip(tex, -1, 1)) * (0.35 + albedo.mean() / 255))
+    return _Hair(band, shell, z.astype(np.float32), colour, tex, vol)
+
+
+def _long_hair_extent(hair: _Hair, ident: Identity) -> np.ndarray:
+    """Coverage of long hair falling from the crown past the shoulders, with ragged ends."""
+    b = hair.band
+    rx = ident.cheek_width + hair.vol
+    flare = rx * (1 + 0.2 * np.clip((b.Y - 0.2) / 1.5, 0, 1))
+    ends = (
+        2.0 + 2 * ident.hair_volume - 0.25 * (b.ax / flare) ** 2 + 0.06 * np.clip(hair.tex, -2, 2)
+    )
+    extent = _smooth_edge((flare - b.ax) * 1e3) * _smooth_edge((ends - b.Y) * 1e3) * (b.Y > -0.2)
+    return np.maximum(extent, hair.shell)
+
+
+def _draw_front_hair(
+    cv: _Canvas, hair: _Hair, ident: Identity, z_skin: np.ndarray, skin_band: _Band
+) -> None:
+    """Scalp hair above the hairline, hair beside the face, curtains of long hair."""
+    b, A = hair.band, cv.unit
+    style = ident.hair_style
+    tex = hair.tex
+    if style == "bald":
+        # A horseshoe fringe above the ears, mostly beyond the face outline.
+        fringe = _smooth_edge((b.ax - b.W + 0.06 + 0.03 * np.clip(tex, -1, 1)) * A)
+        front = (
+            hair.shell
+            * fringe
+            * _smooth_edge((b.Y + 0.75) * A)
+            * _smooth_edge((-0.05 - b.Y) * A)
+            * 0.9
+        )
+    else:
+        hl = _hairline(b.X, ident) + 0.03 * np.clip(tex, -2, 2)
+        above = _smooth_edge((hl - b.Y) * A)
+        if style == "long":
+            curtain = _smooth_edge((b.ax - b.W + 0.1 + 0.04 * np.clip(tex, -1, 1)) * A)
+            curtain *= _long_hair_extent(hair, ident) * np.where(b.Y > 1.15, b.ax > 0.62, True)
+            front = np.maximum(hair.shell * above, curtain)
+        else:
+            limit = 0.35 if style == "curly" else -0.12
+            beside = _smooth_edge((b.ax - b.W + 0.02) * A) * _smooth_edge((limit - b.Y) * A)
+            front = hair.shell * np.maximum(above, beside)
+        if style == "buzz":
+            front *= 0.82
+    z = hair.z.copy()
+    # Where the hair lies on the face, it sits just above the skin surface.
+    lo = max(skin_band.rows.start, b.rows.start)
+    hi = min(skin_band.rows.stop, b.rows.stop)
+    if hi > lo:
+        zs = z_skin[lo - skin_band.rows.start : hi - skin_band.rows.start]
+        zh = z[lo - b.rows.start : hi - b.rows.start]
+        np.maximum(zh, zs + 0.02, out=zh)
+    b.composite(cv, hair.colour, front, Label.HAIR, z)
+
+
+def _draw_skin(
+    cv: _Canvas,
+    geo: FaceGeometry,
+    capture: Capture,
+    pool: dict[str, np.ndarray],
+    rng: np.random.Generator,
+) -> tuple[_Band, np.ndarray, np.ndarray]:
+    """Face and scalp skin: a height field (head outline + Gaussian relief) lit by Lambert +
+    Blinn–Phong, over an albedo with blotches, flushed cheeks and stubble. Returns the band,
+    its height field and its grey shading (beards reuse them)."""
+    ident = cv.ident
+    A = cv.unit
+    b = _band(cv, -ident.skull_top - 0.02, ident.chin_y + 0.02)
+    X, Y, ax = b.X, b.Y, b.ax
+    face = _smooth_edge((b.W - ax) * A)
+    _, w_tab, p_tab = _outline_table(ident)
+    prof = np.interp(b.ys, _outline_table(ident)[0], p_tab).astype(np.float32)
+    z = (
+        ident.face_depth
+        * np.sqrt(np.clip(1 - (X / np.maximum(b.W, 1e-3)) ** 2, 0, 1))
+        * prof[:, None]
+    )
+    z = z.astype(np.float32)
+    bx, by, bsx, bsy, amp = np.array(_face_bumps(geo, ident)).T
+    bz = surface_z(bx, by, ident) + np.maximum(amp, 0.0)
+    z += _bumps(b, bx * cv.cos_yaw + bz * cv.sin_yaw, by, bsx, bsy, amp)
+    shade, spec = _lambert(
+        z, A, capture.light, capture.ambient, gloss=18.0 + 20 * (ident.skin_tone <= 3)
+    )
+    blotch = _crop(pool["blotch"], rng, *b.shape)
+    flush = 0.1 * (1.2 - ident.skin_tone / 6)
+    sy = cv.sin_yaw
+    # Flushed cheeks and nose tip.
+    redness = _bumps(
+        b,
+        np.array([-0.52 + 0.1 * sy, 0.52 + 0.1 * sy, 0.3 * sy]),
+        np.array([0.38, 0.38, 0.42]),
+        np.array([0.2, 0.2, 0.08]),
+        np.array([0.15, 0.15, 0.07]),
+        np.array([flush, flush, 0.8 * flush]),
+    )
+    redness += 0.02 * blotch
+    tone = 1 + 0.025 * blotch
+    if ident.beard == "stubble":
+        speck = np.clip(_crop(pool["speck"], rng, *b.shape), -1, 1)
+        tone *= 1 - 0.28 * _beard_region(b, ident, A) * (0.5 + 0.5 * speck)
+    r, g, bl = (np.float32(c) for c in ident.skin_rgb)
+    if spec is not None:
+        spec *= 0.6 + 0.4 * ident.skin_tone / 6
+    colour = _shade(
+        r * tone, g * tone * (1 - redness), bl * tone * (1 - 1.2 * redness), shade, spec
+    )
+    b.composite(cv, colour, face, Label.SKIN, z)
+    return b, z, shade
+
+
+def _apply_creases(cv: _Canvas) -> None:
+    """Blur the darkness maps (sharp creases a little, contact shadows broadly) and apply them."""
+    import cv2
+
+    ident = cv.ident
+    b = _band(cv, -ident.skull_top, ident.chin_y + 0.5)
+    if b.empty:
+        return
+    sharp, soft = cv.crease_maps(b.rows, b.cols)
+    dark = cv2.GaussianBlur(sharp, (0, 0), max(0.5, 0.012 * cv.unit))
+    dark += cv2.GaussianBlur(soft, (0, 0), max(1.0, 0.06 * cv.unit))
+    np.clip(dark, 0, 0.75, out=dark)
+    cv.rgb[b.rows, b.cols] *= _rep3(1 - dark)
+
+
+def _draw_beard(
+    cv: _Canvas,
+    skin_band: _Band,
+    z: np.ndarray,
+    shade: np.ndarray,
+    pool: dict[str, np.ndarray],
+    rng: np.random.Generator,
+) -> None:
+    ident = cv.ident
+    lo = int(np.searchsorted(skin_band.ys, 0.0))
+    b = _Band(
+        cv,
+        skin_band.rows.start + lo,
+        skin_band.rows.stop,
+        skin_band.cols.start,
+        skin_band.cols.stop,
+    )
+    curl = np.clip(_crop(pool["curl"], rng, *b.shape), -2, 2)
+    cover = _beard_region(b, ident, cv.unit) * np.clip(1.6 + 0.6 * curl, 0, 1)
+    colour = _tint(shade[lo:] * 0.95 * (0.8 + 0.25 * curl), ident.hair_rgb)
+    b.composite(cv, colour, cover, Label.HAIR, z[lo:] + 0.03)
+
+
+def render_face(
+    patient: Patient, pose: str, capture: Capture, size: int, pool_seed: int = 0
+) -> Rendering:
+    """Render ``patient`` in exam ``pose`` under ``capture`` at ``size``×``size`` pixels.
+
+    Returns the photo (before JPEG), the label mask (values 0–6; FPP on the eye and mouth
+    pixels of the affected half, split at the face's own midline after roll), the relative
+    depth (0 on background, nearer = smaller) and landmarks in output pixel coordinates.
+    Deterministic in its arguments.
+    """
+    ident = patient.identity
+    geo = face_geometry(patient, pose, capture.intensity, capture.gaze)
+    cv = _Canvas(size, ident, capture)
+    pool = _texture_pool(size, pool_seed)
+    rng = np.random.default_rng(capture.background_seed)
+    skin = np.asarray(ident.skin_rgb, np.float32)
+
+    _draw_creases(cv, geo, ident)
+    hair = _hair_field(cv, capture, pool, rng)
+    if ident.hair_style == "long":
+        hair.band.composite(
+            cv,
+            hair.colour * np.float32(0.7),
+            _long_hair_extent(hair, ident),
+            Label.HAIR,
+            hair.z * 0.3,
+        )
+    neck = np.array([[-0.6, 0.4], [0.6, 0.4], [0.66, 1.95], [-0.66, 1.95]])
+    cv.paint([cv.px_flat(neck)], skin * 0.78, label=Label.BACKGROUND)
+    _draw_shirt(cv, ident)
+    _draw_ears(cv, ident, skin)
+    skin_band, z, shade = _draw_skin(cv, geo, capture, pool, rng)
+    _apply_creases(cv)
+    _draw_front_hair(cv, hair, ident, z, skin_band)
+    if ident.beard == "full":
+        _draw_beard(cv, skin_band, z, shade, pool, rng)
+    _draw_nose(cv, ident, skin, geo)
+    for half in geo.halves.values():
+        _draw_brow(cv, ident, half)
+        _draw_eye(cv, ident, half, capture)
+    _draw_mouth(cv, ident, geo, skin)
+    if ident.glasses != "none":
+        _draw_glasses(cv, ident, geo)
+    return _finish(cv, capture, _canonical_landmarks(cv, geo, ident), patient, rng, pool)
+
+
+# ---- geometry shared by drawing and landmarks ------------------------------------------------
+
+
+def _eye_curves(
+    half: HalfFace, n: int = 17, opening: float | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Upper and lower lid margins (normalised, inner → outer corner) of one eye; ``opening``
+    overrides the lid position (1 = fully open)."""
+    t = np.linspace(0, 1, n)[:, None]
+    chord = (1 - t) * half.eye_inner + t * half.eye_outer
+    g_up = np.sin(np.pi * t**0.85) ** 0.8
+    g_lo = np.sin(np.pi * t**1.15) ** 0.9
+    lower = chord + np.hstack([np.zeros_like(t), half.eye_low * g_lo])
+    opened = chord - np.hstack([np.zeros_like(t), half.eye_up * g_up])
+    upper = lower + (half.eye_open if opening is None else opening) * (opened - lower)
+    return upper, lower
+
+
+def _lip_curves(geo: FaceGeometry, n: int = 23) -> dict[str, np.ndarray]:
+    """Outer and inner lip contours (normalised, image-left corner → image-right corner)."""
+    left, right = geo.halves[-1].corner, geo.halves[1].corner
+    t = np.linspace(0, 1, n)
+    base = _through(left, geo.mouth_center, right, n)
+    f = np.sin(np.pi * t) ** (0.6 - 0.35 * geo.pucker)
+    bow = (
+        1
+        + 0.12 * np.exp(-(((np.abs(t - 0.5) - 0.1) / 0.05) ** 2))
+        - 0.25 * np.exp(-(((t - 0.5) / 0.045) ** 2))
+    )
+    zeros = np.zeros(n)
+    up = np.stack([zeros, geo.upper_lip * f * bow], axis=1)
+    down = np.stack([zeros, geo.lower_lip * f**0.7], axis=1)
+    gap = np.stack([zeros, 0.5 * geo.lip_gap * f**0.8], axis=1)
+    return {
+        "upper_outer": base - up,
+        "upper_inner": base - gap,
+        "lower_inner": base + gap,
+        "lower_outer": base + down,
+        "base": base,
+    }
+
+
+def _nose_tip_y(ident: Identity) -> float:
+    return ident.nose_length - 0.05
+
+
+def _face_bumps(
+    geo: FaceGeometry, ident: Identity
+) -> list[tuple[float, float, float, float, float]]:
+    """Gaussian relief of the face: (x, y, sigma_x, sigma_y, height), normalised units."""
+    tip = _nose_tip_y(ident)
+    bumps: list[tuple[float, float, float, float, float]] = []
+    for t in np.linspace(0, 1, 6):
+        bumps.append((0.0, -0.12 + t * (tip - 0.02), 0.05 + 0.04 * t, 0.08, 0.05 + 0.13 * t))
+    bumps += [
+        (0.0, tip, 0.085, 0.07, 0.12),
+        (0.0, tip + 0.1, 0.1, 0.03, -0.03),
+        (0.0, -0.2, 0.1, 0.1, 0.03),
+        (0.0, ident.mouth_y, 0.32, 0.17, 0.07 + 0.06 * geo.pucker),
+        (0.0, ident.mouth_y + ident.lower_lip + 0.08, 0.16, 0.035, -0.025),
+        (0.0, ident.chin_y - 0.2, 0.16, 0.12, 0.05),
+    ]
+    for sign in (-1, 1):
+        half = geo.halves[sign]
+        ex = sign * ident.eye_x
+        bumps += [
+            (sign * ident.nose_width * 0.75, tip + 0.04, 0.06, 0.05, 0.07),
+            (sign * 0.42, ident.brow_y + 0.02, 0.22, 0.08, 0.05),
+            (ex, 0.0, 0.2, 0.12, -0.08),
+            (ex, 0.0, 0.12, 0.07, 0.03),
+            (sign * 0.55, 0.3 - 0.08 * half.cheek, 0.18, 0.13, 0.05 + 0.04 * half.cheek),
+            (sign * 0.85, -0.35, 0.12, 0.15, -0.04),
+            (sign * 0.6, 0.68, 0.14, 0.12, -0.03 * ident.age),
+        ]
+    return bumps
+
+
+def _beard_region(b: _Band, ident: Identity, unit: float) -> np.ndarray:
+    """Coverage of a full beard / stubble: jaw, chin, cheeks below the cheek line, moustache."""
+    wb = np.interp(b.ys - 0.08, *_outline_table(ident)[:2]).astype(np.float32)[:, None]
+    wb = np.where(wb > 0, wb * 1.03 + 0.015, -1.0)
+    top = 0.1 + 0.6 * (1 - np.clip((b.ax - 0.05) / 0.92, 0, 1) ** 2)
+    return _smooth_edge((wb - b.ax) * unit) * _smooth_edge((b.Y - top) * unit) * (b.Y > 0)
+
+
+# ---- drawing ----------------------------------------------------------------------------------
+
+
+def _draw_creases(cv: _Canvas, geo: FaceGeometry, ident: Identity) -> None:
+    """Queue wrinkles, folds and contact shadows (see :meth:`_Canvas.crease`)."""
+    A = cv.unit
+    tip = _nose_tip_y(ident)
+    for sign, half in geo.halves.items():
+        # Forehead lines follow the brow: absent on a paralysed frontalis (Bell's sign).
+        peak_y = half.brow[1, 1]
+        xs = np.linspace(0.04, 0.68, 9) * sign
+        for k in range(4):
+            y = peak_y - 0.17 - 0.09 * k + 0.05 * ((np.abs(xs) - 0.38) / 0.38) ** 2
+            y += 0.008 * np.sin(7 * xs + k)
+            cv.crease(np.stack([xs, y], 1), 0.5 * half.forehead * (1 - 0.15 * k), 1.0)
+        # Nasolabial fold from the nasal ala to beside the mouth corner.
+        ala = np.array([sign * (ident.nose_width + 0.02), tip + 0.02])
+        end = half.corner + np.array([sign * 0.07, 0.07])
+        ctrl = np.array([sign * (abs(end[0]) + 0.1), 0.5 * (ala[1] + end[1])])
+        fold = _bezier(ala, ctrl, end, 10)
+        cv.crease(fold, 0.3 * half.fold, max(1.0, 0.02 * A))
+        cv.crease(fold + (sign * 0.03, 0), 0.1 * half.fold, max(1.0, 0.05 * A), soft=True)
+        # Crow's feet from the outer canthus.
+        outer = half.eye_outer + np.array([sign * 0.05, 0.0])
+        for angle in (-0.45, 0.0, 0.4):
+            tip_pt = outer + 0.13 * np.array([sign * math.cos(angle), math.sin(angle)])
+            cv.crease(np.stack([outer, tip_pt]), 0.22 * half.crows, 1.0)
+        # Upper-lid crease, under-eye shadow and the orbital hollow.
+        _, lower = _eye_curves(half)
+        open_upper = _eye_curves(half, opening=1.0)[0]
+        cv.crease(open_upper[2:-2] - (0, 0.45 * half.eye_up), 0.28, max(1.0, 0.015 * A))
+        cv.crease(lower[3:-1] + (0, 0.08), 0.1 + 0.25 * ident.age, max(1.0, 0.03 * A), soft=True)
+        cv.crease(
+            _ellipse(np.array([sign * (ident.eye_x - 0.06), -0.08]), 0.2, 0.09), 0.12, 0, soft=True
+        )
+        # Alar crease and marionette line.
+        cv.crease(
+            _ellipse(np.array([sign * ident.nose_width * 0.8, tip + 0.03]), 0.06, 0.055, 12)[6:12],
+            0.3,
+            1.0,
+        )
+        marionette = np.stack(
+            [half.corner + (sign * 0.02, 0.04), half.corner + (sign * 0.06, 0.28)]
+        )
+        cv.crease(marionette, 0.25 * ident.age, 1.0)
+    # Shadow under the lower lip and under the jaw onto the neck.
+    cv.crease(
+        _ellipse(np.array([0.0, ident.mouth_y + ident.lower_lip + 0.06]), 0.14, 0.04, 16),
+        0.15,
+        0,
+        soft=True,
+    )
+    ys = np.linspace(ident.chin_y - 0.6, ident.chin_y, 10)
+    ws = np.interp(ys, *cv.table[:2])
+    jaw = np.concatenate([np.stack([-ws, ys], 1), np.stack([ws, ys], 1)[::-1]])
+    cv.crease(np.concatenate([jaw, (jaw + (0, 0.32))[::-1]]), 0.35, 0, soft=True, flat=True)
+
+
+def _draw_shirt(cv: _Canvas, ident: Identity) -> None:
+    shirt = np.array(
+        [
+            [-0.56, 1.72],
+            [-1.25, 1.92],
+            [-2.2, 2.25],
+            [-2.7, 3.6],
+            [2.7, 3.6],
+            [2.2, 2.25],
+            [1.25, 1.92],
+            [0.56, 1.72],
+            [0.0, 2.05 if ident.lash > 0.75 else 1.9],
+        ]
+    )
+    colour = np.asarray(ident.shirt_rgb, np.float32)
+    cv.paint([cv.px_flat(shirt)], colour, label=Label.BACKGROUND)
+    collar = np.array([[-0.56, 1.72], [0.0, 2.05 if ident.lash > 0.75 else 1.9], [0.56, 1.72]])
+    cv.paint([cv.px_flat(collar)], colour * 0.55, 0.8, thickness=max(1, int(0.03 * cv.unit)))
+
+
+def _draw_ears(cv: _Canvas, ident: Identity, skin: np.ndarray) -> None:
+    w = float(_half_width(np.array([0.2]), ident)[0])
+    s = ident.ear_size
+    for sign in (-1, 1):
+        centre = np.array([sign * (w + 0.03 - 0.1 * sign * cv.sin_yaw), 0.18])
+        cv.paint(
+            [cv.px_flat(_ellipse(centre, 0.12 * s, 0.27 * s, 24, sign * 0.12))],
+            skin * 0.86,
+            label=Label.SKIN,
+        )
+        inner = _ellipse(centre + (sign * 0.02, 0.03), 0.06 * s, 0.16 * s, 16, sign * 0.12)
+        cv.paint([cv.px_flat(inner)], skin * 0.55, 0.7, blur=max(0.5, 0.03 * cv.unit))
+
+
+def _draw_nose(cv: _Canvas, ident: Identity, skin: np.ndarray, geo: FaceGeometry) -> None:
+    tip = _nose_tip_y(ident)
+    for sign in (-1, 1):
+        nostril = _ellipse(
+            np.array([sign * ident.nose_width * 0.45, tip + 0.06]), 0.045, 0.022, 14, -sign * 0.35
+        )
+        cv.paint([cv.px(nostril, lift=0.1)], skin * 0.28, 0.85, blur=max(0.4, 0.012 * cv.unit))
+
+
+def _draw_brow(cv: _Canvas, ident: Identity, half: HalfFace) -> None:
+    centre = _through(half.brow[0], half.brow[1], half.brow[2], 15)
+    t = np.linspace(0, 1, 15)[:, None]
+    thick = ident.brow_thickness * (1.05 - 0.65 * t**1.4)
+    d = np.gradient(centre, axis=0)
+    normal = np.stack([-d[:, 1], d[:, 0]], 1) / np.linalg.norm(d, axis=1, keepdims=True)
+    poly = np.concatenate([centre - normal * thick / 2, (centre + normal * thick / 2)[::-1]])
+    cv.paint([cv.px(poly, lift=0.03)], ident.brow_rgb, 0.92, label=Label.EYEBROW, blur=0.35)
+
+
+def _draw_eye(cv: _Canvas, ident: Identity, half: HalfFace, capture: Capture) -> None:
+    import cv2
+
+    A = cv.unit
+    upper_n, lower_n = _eye_curves(half)
+    upper, lower = cv.px(upper_n), cv.px(lower_n)
+    lash_colour = np.array([28, 22, 20], np.float32)
+    lash_w = max(1, int(round(0.03 * A * ident.lash)))
+    opening = float((lower[:, 1] - upper[:, 1]).max())
+    if opening >= 0.6:
+        poly = np.concatenate([upper, lower[-2:0:-1]])
+        cov = cv.coverage([poly], pad=1.0)
+        if cov is not None:
+            alpha, (x0, y0, x1, y1) = cov
+            h, w = alpha.shape
+            uu = np.arange(x0, x1, dtype=np.float32)[None, :] + 0.5
+            vv = np.arange(y0, y1, dtype=np.float32)[:, None] + 0.5
+            centre = cv.px(0.5 * (half.eye_inner + half.eye_outer) + half.iris_shift, lift=0.02)[0]
+            half_w = 0.5 * abs(upper[-1, 0] - upper[0, 0]) + 1e-3
+            light = 0.55 + 0.45 * (capture.ambient + 0.5)
+            across = 1 - 0.3 * np.clip(
+                ((uu - 0.5 * (upper[0, 0] + upper[-1, 0])) / half_w) ** 2, 0, 1
+            )
+            eye = np.empty((h, w, 3), np.float32)
+            eye[:] = np.array([236, 230, 224], np.float32) * light
+            eye *= across[..., None]
+            r = 0.42 * ident.eye_half_width * A
+            d = np.sqrt((uu - centre[0]) ** 2 + (vv - centre[1]) ** 2)
+            iris = np.clip(r - d + 0.5, 0, 1)
+            ring = np.clip((d - 0.78 * r) / (0.22 * r + 1e-3), 0, 1)
+            iris_rgb = np.asarray(ident.iris_rgb, np.float32) * light
+            angle = np.arctan2(vv - centre[1], uu - centre[0])
+            fibres = 1 + 0.12 * np.sin(angle * 11 + d)
+            colour = (
+                iris_rgb
+                * (fibres * (1 - 0.55 * ring) * (0.8 + 0.3 * np.clip(d / r, 0, 1)))[..., None]
+            )
+            eye += (colour - eye) * iris[..., None]
+            pupil = np.clip(0.42 * r - d + 0.5, 0, 1)
+            eye += (np.array([12, 10, 10], np.float32) - eye) * pupil[..., None]
+            lx, ly, _ = capture.light
+            glint = np.sqrt(
+                (uu - centre[0] - 0.35 * r * lx * 2) ** 2
+                + (vv - centre[1] - 0.35 * r * (ly * 2)) ** 2
+            )
+            spark = np.clip(max(0.6, 0.2 * r) - glint + 0.5, 0, 1) * 0.9
+            eye += (255 - eye) * spark[..., None]
+            # The upper lid and lashes shade the top of the eyeball.
+            lid_y = np.interp(
+                uu[0],
+                upper[:, 0] if upper[0, 0] < upper[-1, 0] else upper[::-1, 0],
+                upper[:, 1] if upper[0, 0] < upper[-1, 0] else upper[::-1, 1],
+            )
+            shadow = np.clip(1 - (vv - lid_y[None, :]) / max(1.0, 0.35 * opening), 0, 1)
+            eye *= (1 - 0.45 * shadow)[..., None]
+            region = cv.rgb[y0:y1, x0:x1]
+            region += (eye - region) * alpha[..., None]
+            fixed = np.round(poly * _ONE).astype(np.int32)
+            cv2.fillPoly(cv.mask, [fixed], int(Label.EYE), cv2.LINE_8, _SHIFT)
+        cv.paint([lower], np.asarray(ident.skin_rgb, np.float32) * 0.55, 0.45, thickness=1)
+        wing = cv.px(half.eye_outer + np.array([half.sign * 0.035, -0.012]))
+        cv.paint([np.concatenate([upper, wing])], lash_colour, 0.92, thickness=lash_w)
+    else:
+        # Closed lid: the lash line lies along the lower lid.
+        cv.paint([lower], lash_colour, 0.9, thickness=lash_w)
+
+
+def _draw_mouth(cv: _Canvas, ident: Identity, geo: FaceGeometry, skin: np.ndarray) -> None:
+    import cv2
+
+    curves = _lip_curves(geo)
+    lift = 0.04 + 0.1 * geo.pucker
+    p = {name: cv.px(c, lift=lift) for name, c in curves.items()}
+    lip = np.asarray(ident.lip_rgb, np.float32)
+    if geo.lip_gap > 0.005:
+        cavity = np.concatenate([p["upper_inner"], p["lower_inner"][-2:0:-1]])
+        cv.paint([cavity], np.array([62, 20, 26], np.float32), 1.0)
+        teeth_top = p["upper_inner"][4:-4]
+        teeth_bottom = (teeth_top + (0, 0.6 * geo.lip_gap * cv.unit))[::-1]
+        cv.paint(
+            [np.concatenate([teeth_top, teeth_bottom])],
+            np.array([226, 220, 204], np.float32),
+            0.95,
+            blur=0.3,
+        )
+    upper = np.concatenate([p["upper_outer"], p["upper_inner"][-2:0:-1]])
+    lower = np.concatenate([p["lower_inner"], p["lower_outer"][-2:0:-1]])
+    cv.paint([upper], lip * 0.8, 0.95, blur=0.3)
+    cv.paint([lower], lip, 0.95, blur=0.3)
+    centre = 0.5 * (curves["lower_inner"][11] + curves["lower_outer"][11])
+    highlight = _ellipse(centre, 0.09, 0.022, 16)
+    cv.paint(
+        [cv.px(highlight, lift=lift)],
+        np.minimum(lip * 1.35, 255),
+        0.35,
+        blur=max(0.5, 0.02 * cv.unit),
+    )
+    if geo.lip_gap <= 0.005:
+        cv.paint([p["base"]], lip * 0.35, 0.85, thickness=1)
+    outline = np.concatenate([p["upper_outer"], p["lower_outer"][-2:0:-1]])
+    fixed = np.round(outline * _ONE).astype(np.int32)
+    cv2.fillPoly(cv.mask, [fixed], int(Label.MOUTH), cv2.LINE_8, _SHIFT)
+
+
+def _lens_outline(ident: Identity, centre: np.ndarray, n: int = 28) -> np.ndarray:
+    t = np.linspace(0, 2 * np.pi, n, endpoint=False)
+    if ident.glasses == "round":
+        return centre + np.stack([0.25 * np.cos(t), 0.22 * np.sin(t)], 1)
+    c, s = np.cos(t), np.sin(t)
+    return centre + np.stack(
+        [0.28 * np.sign(c) * np.abs(c) ** 0.45, 0.19 * np.sign(s) * np.abs(s) ** 0.45], 1
+    )
+
+
+def _draw_glasses(cv: _Canvas, ident: Identity, geo: FaceGeometry) -> None:
+    """Frames are labelled background (as the public datasets label eyeglasses); the lenses are
+    transparent, so the eyes behind them keep their labels."""
+    A = cv.unit
+    thick = max(1, int(round(ident.frame_width * A)))
+    frame = np.asarray(ident.frame_rgb, np.float32)
+    inner_edges = []
+    for sign in (-1, 1):
+        centre = np.array([sign * ident.eye_x, -0.03])
+        outline = cv.px(_lens_outline(ident, centre), lift=0.25)
+        cov = cv.coverage([outline], pad=0)
+        if cov is not None:
+            alpha, (x0, y0, x1, y1) = cov
+            uu = np.arange(x0, x1, dtype=np.float32)[None, :]
+            vv = np.arange(y0, y1, dtype=np.float32)[:, None]
+            band = np.exp(-((((uu - x0) - 0.8 * (vv - y0) - 0.3 * (x1 - x0)) / (0.12 * A)) ** 2))
+            region = cv.rgb[y0:y1, x0:x1]
+            region += (255 - region) * (alpha * (0.05 + 0.15 * band))[..., None]
+        cv.paint(
+            [np.concatenate([outline, outline[:1]])],
+            frame,
+            1.0,
+            label=Label.BACKGROUND,
+            thickness=thick,
+        )
+        inner_edges.append(
+            cv.px(centre + (-sign * (0.26 if ident.glasses == "rect" else 0.24), -0.04), lift=0.25)[
+                0
+            ]
+        )
+        hinge = cv.px(centre + (sign * 0.27, -0.05), lift=0.2)[0]
+        w = float(_half_width(np.array([-0.02]), ident)[0])
+        ear = cv.px_flat(np.array([[sign * (w + 0.01), -0.01]]))[0]
+        cv.paint([np.stack([hinge, ear])], frame, 1.0, label=Label.BACKGROUND, thickness=thick)
+    bridge = cv.px(
+        _through(np.array([-0.15, -0.06]), np.array([0.0, -0.1]), np.array([0.15, -0.06]), 7),
+        lift=0.3,
+    )
+    bridge = np.concatenate([inner_edges[0][None], bridge, inner_edges[1][None]])
+    cv.paint([bridge], frame, 1.0, label=Label.BACKGROUND, thickness=thick)
+
+
+def _canonical_landmarks(cv: _Canvas, geo: FaceGeometry, ident: Identity) -> dict[str, np.ndarray]:
+    """Landmarks in canonical pixels, keyed by the *patient's* side."""
+    points: dict[str, np.ndarray] = {}
+    for side in ("left", "right"):
+        half = geo.halves[side_sign(side)]
+        upper, lower = _eye_curves(half)
+        mid = len(upper) // 2
+        points[f"{side}_eye_inner"] = cv.px(half.eye_inner)[0]
+        points[f"{side}_eye_outer"] = cv.px(half.eye_outer)[0]
+        points[f"{side}_eye_top"] = cv.px(upper[mid])[0]
+        points[f"{side}_eye_bottom"] = cv.px(lower[mid])[0]
+        for name, point in zip(("inner", "middle", "outer"), half.brow, strict=True):
+            points[f"{side}_brow_{name}"] = cv.px(point, lift=0.03)[0]
+        points[f"mouth_{side}_corner"] = cv.px(half.corner, lift=0.04 + 0.1 * geo.pucker)[0]
+    lips = _lip_curves(geo)
+    lift = 0.04 + 0.1 * geo.pucker
+    points["mouth_top"] = cv.px(lips["upper_outer"][len(lips["base"]) // 2], lift=lift)[0]
+    points["mouth_bottom"] = cv.px(lips["lower_outer"][len(lips["base"]) // 2], lift=lift)[0]
+    points["nose_tip"] = cv.px(np.array([0.0, _nose_tip_y(ident)]), lift=0.3)[0]
+    # The face's own midline: glabella to chin, on the surface (it shifts with yaw).
+    points["midline_top"] = cv.px(np.array([0.0, ident.brow_y + 0.05]), lift=0.05)[0]
+    points["midline_bottom"] = cv.px(np.array([0.0, ident.chin_y - 0.15]), lift=0.04)[0]
+    return points
+
+
+def _background(out_size: int, rng: np.random.Generator) -> np.ndarray:
+    """A defocused room: a wall with soft colour variation and a few objects (frames, shelves,
+    a door edge, lamps, plants). Drawn at half resolution: it is out of focus anyway."""
+    import cv2
+
+    size = (out_size + 1) // 2
+
+    hue = rng.uniform(0, 1)
+    sat = rng.uniform(0.03, 0.35)
+    val = rng.uniform(90, 235)
+    base = np.array(_hsv_to_rgb(hue, sat, val), np.float32)
+    cells = int(rng.integers(2, 6))
+    low = _tint(rng.uniform(0.75, 1.15, size=(cells, cells)), base)
+    bg = cv2.resize(low, (size, size), interpolation=cv2.INTER_LINEAR)
+    for _ in range(int(rng.integers(2, 8))):
+        colour = tuple(
+            float(c)
+            for c in _hsv_to_rgb(rng.uniform(0, 1), rng.uniform(0, 0.7), rng.uniform(30, 250))
+        )
+        kind = rng.integers(0, 4)
+        x, y = rng.integers(0, size, size=2)
+        if kind == 0:  # picture frame
+            w, h = rng.integers(size // 8, size // 2, size=2)
+            cv2.rectangle(bg, (int(x), int(y)), (int(x + w), int(y + h)), colour, -1)
+            inner = tuple(float(c) for c in rng.uniform(30, 230, size=3))
+            m = int(max(2, w // 8))
+            cv2.rectangle(bg, (int(x + m), int(y + m)), (int(x + w - m), int(y + h - m)), inner, -1)
+        elif kind == 1:  # door edge or shelf
+            if rng.random() < 0.5:
+                cv2.rectangle(
+                    bg, (int(x), 0), (int(x + rng.integers(4, size // 6)), size), colour, -1
+                )
+            else:
+                cv2.rectangle(
+                    bg, (0, int(y)), (size, int(y + rng.integers(3, size // 14))), colour, -1
+                )
+        elif kind == 2:  # lamp or ball
+            cv2.circle(bg, (int(x), int(y)), int(rng.integers(size // 20, size // 6)), colour, -1)
+        else:  # plant: a cluster of leaves
+            for _ in range(6):
+                c = (
+                    int(x + rng.integers(-size // 10, size // 10)),
+                    int(y + rng.integers(-size // 10, size // 10)),
+                )
+                axes = (int(rng.integers(3, size // 16 + 4)), int(rng.integers(2, size // 30 + 3)))
+                leaf = (
+                    float(rng.uniform(20, 80)),
+                    float(rng.uniform(80, 160)),
+                    float(rng.uniform(20, 80)),
+                )
+                cv2.ellipse(bg, c, axes, float(rng.uniform(0, 180)), 0, 360, leaf, -1)
+    bg = cv2.GaussianBlur(bg, (0, 0), float(rng.uniform(0.5, 1.5)) * size / 125)
+    return cv2.resize(bg, (out_size, out_size), interpolation=cv2.INTER_LINEAR)
+
+
+def _hsv_to_rgb(h: float, s: float, v: float) -> tuple[float, float, float]:
+    import colorsys
+
+    r, g, b = colorsys.hsv_to_rgb(h, s, 1.0)
+    return r * v, g * v, b * v
+
+
+def _finish(
+    cv: _Canvas,
+    capture: Capture,
+    points: dict[str, np.ndarray],
+    patient: Patient,
+    rng: np.random.Generator,
+    pool: dict[str, np.ndarray],
+) -> Rendering:
+    """Roll/place the canonical face, label FPP at the rolled midline, composite, add nuisances."""
+    import cv2
+
+    size = cv.size
+    centre = (cv.cx, cv.cy + 0.3 * cv.unit)
+    M = cv2.getRotationMatrix2D(centre, capture.roll_deg, 1.0)
+    M[:, 2] += np.array(capture.shift) * size
+    person = cv2.warpAffine(cv.rgb, M, (size, size), flags=cv2.INTER_LINEAR, borderValue=0)
+    alpha = cv2.warpAffine(cv.alpha, M, (size, size), flags=cv2.INTER_LINEAR, borderValue=0)
+    mask = cv2.warpAffine(cv.mask, M, (size, size), flags=cv2.INTER_NEAREST, borderValue=0)
+    z = cv2.warpAffine(cv.z, M, (size, size), flags=cv2.INTER_NEAREST, borderValue=0)
+    names = list(points)
+    pts = np.array([points[n] for n in names]) @ M[:, :2].T + M[:, 2]
+    flat = {
+        n: [round(float(p[0]), 2), round(float(p[1]), 2)] for n, p in zip(names, pts, strict=True)
+    }
+
+    if patient.diagnosis != "healthy":
+        # FPP: the eye and mouth pixels of the drooping half, split at the face's own midline.
+        top, bottom = np.array(flat["midline_top"]), np.array(flat["midline_bottom"])
+        d = bottom - top
+        normal = np.array([d[1], -d[0]])  # points to the image's right for an upright face
+        vv, uu = np.nonzero((mask == Label.EYE) | (mask == Label.MOUTH))
+        on_side = ((uu - top[0]) * normal[0] + (vv - top[1]) * normal[1]) * side_sign(
+            patient.affected_side
+        ) > 0
+        mask[vv[on_side], uu[on_side]] = Label.FPP
+
+    labelled = mask > 0
+    depth = np.zeros((size, size), np.float32)
+    if labelled.any():
+        zl = z[labelled]
+        depth[labelled] = np.clip(1.0 - zl / max(float(zl.max()), 1e-6), 1.0 / 65535, 1.0)
+
+    rgb = _background(size, rng)
+    rgb *= _rep3(1 - alpha)
+    rgb += person
+    strength, direction = capture.gradient
+    ramp = (np.arange(size, dtype=np.float32) - size / 2) / size
+    gain = 1 + strength * (
+        ramp[None, :] * np.float32(math.cos(direction))
+        + ramp[:, None] * np.float32(math.sin(direction))
+    )
+    rgb *= _tint(gain, capture.cast)
+    if capture.blur_sigma > 0.05:
+        rgb = cv2.GaussianBlur(rgb, (0, 0), capture.blur_sigma * size / 250)
+    rgb = cv2.scaleAdd(_crop(pool["sensor"], rng, size, size), capture.noise_sigma, rgb)
+    np.maximum(rgb, 0, out=rgb)
+    return Rendering(
+        cv2.convertScaleAbs(rgb),
+        mask,
+        depth,
+        _landmark_document(flat, capture, size),
+        capture.jpeg_quality,
+    )
+
+
+def _landmark_document(flat: dict[str, list[float]], capture: Capture, size: int) -> dict[str, Any]:
+    """Landmarks as written to JSON: image pixels, sides are the patient's."""
+    doc: dict[str, Any] = {
+        "convention": "image pixels, x right, y down; left/right are the patient's sides "
+        "(the patient's left appears on the image's right)",
+        "size": [size, size],
+        "eyes": {},
+        "brows": {},
+        "mouth": {},
+        "nose_tip": flat["nose_tip"],
+        "midline": {"top": flat["midline_top"], "bottom": flat["midline_bottom"]},
+        "capture": {
+            "roll_deg": round(capture.roll_deg, 2),
+            "yaw_deg": round(capture.yaw_deg, 2),
+            "scale": round(capture.scale, 3),
+        },
+    }
+    for side in ("left", "right"):
+        doc["eyes"][side] = {
+            k: flat[f"{side}_eye_{k}"] for k in ("inner", "outer", "top", "bottom")
+        }
+        doc["brows"][side] = {k: flat[f"{side}_brow_{k}"] for k in ("inner", "middle", "outer")}
+        doc["mouth"][f"{side}_corner"] = flat[f"mouth_{side}_corner"]
+    doc["mouth"]["top"] = flat["mouth_top"]
+    doc["mouth"]["bottom"] = flat["mouth_bottom"]
+    return doc
