@@ -512,27 +512,36 @@ class Rendering:
     jpeg_quality: int
 
 
+NOISE_LEVELS: tuple[float, ...] = (1.5, 3.0, 4.5, 6.0)
+"""Sensor-noise standard deviations (8-bit levels) that images choose from."""
+
+
 @lru_cache(maxsize=4)
-def _texture_pool(size: int, seed: int) -> dict[str, np.ndarray]:
-    """Noise tiles (2·size square) shared by all images of one dataset; images crop them at
-    random offsets. Drawing fresh Gaussian noise per image would cost more than rendering."""
+def _texture_pool(size: int, seed: int) -> dict[str, Any]:
+    """Noise tiles (``size + 64`` square) shared by all images of one dataset, which crop them at
+    random offsets: drawing fresh Gaussian noise per image would cost more than rendering it.
+    Feature scales are fractions of ``size``, so every output size gets the same look."""
     import cv2
 
     rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(2,)))
-    n = 2 * size
-    sensor = rng.standard_normal((n, n, 3), dtype=np.float32)
-    streak = rng.standard_normal((max(4, n // 10), n), dtype=np.float32)
-    streak = cv2.resize(streak, (n, n), interpolation=cv2.INTER_LINEAR)
-    streak = cv2.GaussianBlur(streak, (0, 0), 0.7)
-    streak /= streak.std() + 1e-6
-    curl = rng.standard_normal((n // 3, n // 3), dtype=np.float32)
-    curl = cv2.resize(curl, (n, n), interpolation=cv2.INTER_CUBIC)
-    curl /= curl.std() + 1e-6
-    blotch = rng.standard_normal((max(4, n // 24), max(4, n // 24)), dtype=np.float32)
-    blotch = cv2.resize(blotch, (n, n), interpolation=cv2.INTER_CUBIC)
-    blotch /= blotch.std() + 1e-6
-    speck = rng.standard_normal((n, n), dtype=np.float32)
-    return {"sensor": sensor, "streak": streak, "curl": curl, "blotch": blotch, "speck": speck}
+    n = size + 64
+
+    def smooth(cells_y: int, cells_x: int, interpolation: int) -> np.ndarray:
+        coarse = rng.standard_normal((max(4, cells_y), max(4, cells_x)), dtype=np.float32)
+        tile = cv2.resize(coarse, (n, n), interpolation=interpolation)
+        return tile / (tile.std() + 1e-6)
+
+    streak = cv2.GaussianBlur(smooth(size // 5, n, cv2.INTER_LINEAR), (0, 0), 0.7)
+    return {
+        "streak": streak / (streak.std() + 1e-6),  # hair strands: long vertical correlation
+        "curl": smooth(size // 2, size // 2, cv2.INTER_CUBIC),  # curls, beards
+        "blotch": smooth(size // 12, size // 12, cv2.INTER_CUBIC),  # skin tone variation
+        "speck": rng.standard_normal((n, n), dtype=np.float32),  # stubble, buzz cut
+        "sensor": {  # integer sensor noise per level, added with saturation
+            level: np.rint(rng.standard_normal((n, n, 3)) * level).astype(np.int16)
+            for level in NOISE_LEVELS
+        },
+    }
 
 
 def _crop(tile: np.ndarray, rng: np.random.Generator, h: int, w: int) -> np.ndarray:
@@ -561,7 +570,7 @@ class _Canvas:
         self.creases: list[tuple[np.ndarray, float, float, bool, bool]] = []
 
     # -- coordinates ---------------------------------------------------------------------------
-    def px(self, points: np.ndarray, lift: float = 0.0) -> np.ndarray:
+    def px(self, points: np.ndarray, lift: float | np.ndarray = 0.0) -> np.ndarray:
         """Normalised (x, y) on the face surface (+``lift`` toward the camera) → canonical pixels."""
         points = np.asarray(points, dtype=np.float64).reshape(-1, 2)
         x, y = points[:, 0], points[:, 1]
@@ -581,41 +590,46 @@ class _Canvas:
 
     # -- drawing helpers -----------------------------------------------------------------------
     def _box(self, pts: np.ndarray, pad: float) -> tuple[int, int, int, int] | None:
-        x0 = max(int(math.floor(pts[:, 0].min() - pad)), 0)
-        y0 = max(int(math.floor(pts[:, 1].min() - pad)), 0)
-        x1 = min(int(math.ceil(pts[:, 0].max() + pad)) + 1, self.size)
-        y1 = min(int(math.ceil(pts[:, 1].max() + pad)) + 1, self.size)
+        lo, hi = pts.min(axis=0), pts.max(axis=0)
+        x0 = max(math.floor(lo[0] - pad), 0)
+        y0 = max(math.floor(lo[1] - pad), 0)
+        x1 = min(math.ceil(hi[0] + pad) + 1, self.size)
+        y1 = min(math.ceil(hi[1] + pad) + 1, self.size)
         if x1 <= x0 or y1 <= y0:
             return None
         return x0, y0, x1, y1
 
     def coverage(
         self, polys: list[np.ndarray], pad: float = 2.0, blur: float = 0.0, thickness: int = 0
-    ):
+    ) -> tuple[np.ndarray, tuple[int, int, int, int], list[np.ndarray]] | None:
         """Anti-aliased coverage (float 0..1) of filled polygons (or polylines if ``thickness``)
-        in their bounding box: ``(alpha_patch, (x0, y0, x1, y1))`` or ``None`` if off-canvas."""
+        in their bounding box: ``(alpha_patch, (x0, y0, x1, y1), fixed_point_polys)``, or
+        ``None`` if off-canvas."""
         import cv2
 
-        allpts = np.concatenate(polys)
+        allpts = polys[0] if len(polys) == 1 else np.concatenate(polys)
         box = self._box(allpts, pad + thickness + 3 * blur)
         if box is None:
             return None
         x0, y0, x1, y1 = box
+        fixed = [np.rint(p * _ONE).astype(np.int32) for p in polys]
         patch = np.zeros((y1 - y0, x1 - x0), np.uint8)
-        fixed = [np.round((p - (x0, y0)) * _ONE).astype(np.int32) for p in polys]
+        offset = (-x0 * _ONE, -y0 * _ONE)  # cv2 adds it in fixed-point units
         if thickness:
-            cv2.polylines(patch, fixed, False, 255, thickness, cv2.LINE_AA, _SHIFT)
+            moved = [f + offset for f in fixed]
+            cv2.polylines(patch, moved, False, 255, thickness, cv2.LINE_AA, _SHIFT)
         else:
-            cv2.fillPoly(patch, fixed, 255, cv2.LINE_AA, _SHIFT)
-        alpha = patch.astype(np.float32) * (1 / 255)
+            cv2.fillPoly(patch, fixed, 255, cv2.LINE_AA, _SHIFT, offset)
+        alpha = patch.astype(np.float32)
+        alpha *= 1 / 255
         if blur > 0:
             alpha = cv2.GaussianBlur(alpha, (0, 0), blur)
-        return alpha, box
+        return alpha, box, fixed
 
     def paint(
         self,
         polys: list[np.ndarray],
-        colour,
+        colour: Any,
         opacity: float = 1.0,
         *,
         label: int | None = None,
@@ -629,15 +643,15 @@ class _Canvas:
         cov = self.coverage(polys, blur=blur, thickness=thickness)
         if cov is None:
             return
-        alpha, (x0, y0, x1, y1) = cov
-        a = alpha * opacity
+        alpha, (x0, y0, x1, y1), fixed = cov
+        if opacity != 1.0:
+            alpha *= opacity
         region = self.rgb[y0:y1, x0:x1]
-        region += (np.asarray(colour, np.float32) - region) * a[..., None]
+        region += (np.asarray(colour, np.float32) - region) * alpha[..., None]
         if person:
             cover = self.alpha[y0:y1, x0:x1]
-            np.maximum(cover, a, out=cover)
+            np.maximum(cover, alpha, out=cover)
         if label is not None:
-            fixed = [np.round(p * _ONE).astype(np.int32) for p in polys]
             if thickness:
                 cv2.polylines(self.mask, fixed, False, int(label), thickness, cv2.LINE_8, _SHIFT)
             else:
@@ -732,8 +746,25 @@ def surface_z(x: np.ndarray | float, y: np.ndarray | float, ident: Identity) -> 
     return ident.face_depth * np.sqrt(np.clip(1 - (x / w) ** 2, 0, 1)) * np.interp(y, ys, p_tab)
 
 
-def _bezier(p0: np.ndarray, c: np.ndarray, p1: np.ndarray, n: int) -> np.ndarray:
+@lru_cache(maxsize=64)
+def _steps(n: int) -> np.ndarray:
+    """``linspace(0, 1, n)`` as an n×1 column, cached (curves are sampled many times per image)."""
     t = np.linspace(0, 1, n)[:, None]
+    t.flags.writeable = False
+    return t
+
+
+@lru_cache(maxsize=64)
+def _angles(n: int) -> tuple[np.ndarray, np.ndarray]:
+    t = np.linspace(0, 2 * np.pi, n, endpoint=False)
+    c, s = np.cos(t), np.sin(t)
+    c.flags.writeable = False
+    s.flags.writeable = False
+    return c, s
+
+
+def _bezier(p0: np.ndarray, c: np.ndarray, p1: np.ndarray, n: int) -> np.ndarray:
+    t = _steps(n)
     return (1 - t) ** 2 * p0 + 2 * t * (1 - t) * c + t**2 * p1
 
 
@@ -745,9 +776,9 @@ def _through(p0: np.ndarray, mid: np.ndarray, p1: np.ndarray, n: int) -> np.ndar
 def _ellipse(
     center: np.ndarray, rx: float, ry: float, n: int = 28, angle: float = 0.0
 ) -> np.ndarray:
-    t = np.linspace(0, 2 * np.pi, n, endpoint=False)
+    cos_t, sin_t = _angles(n)
     c, s = math.cos(angle), math.sin(angle)
-    x, y = rx * np.cos(t), ry * np.sin(t)
+    x, y = rx * cos_t, ry * sin_t
     return np.stack([center[0] + c * x - s * y, center[1] + s * x + c * y], axis=1)
 
 
@@ -928,7 +959,8 @@ def _hair_field(
         style, ident.hair_volume
     )
     bottom = {"long": 2.6, "curly": 0.45, "bald": 0.05}.get(style, 0.0)
-    band = _band(cv, -(ident.skull_top + vol + 0.05), bottom)
+    span = (ident.cheek_width + vol) * (1.22 if style == "long" else 1.0) + 0.05
+    band = _band(cv, -(ident.skull_top + vol + 0.05), bottom, half_span=span)
     X, Y, A = band.X, band.Y, cv.unit
     rx, ry, yc = ident.cheek_width + vol, ident.skull_top + vol - 0.2, -0.2
     r2 = (X / rx) ** 2 + ((Y - yc) / ry) ** 2
@@ -988,11 +1020,13 @@ def _draw_front_hair(
             front *= 0.82
     z = hair.z.copy()
     # Where the hair lies on the face, it sits just above the skin surface.
-    lo = max(skin_band.rows.start, b.rows.start)
-    hi = min(skin_band.rows.stop, b.rows.stop)
-    if hi > lo:
-        zs = z_skin[lo - skin_band.rows.start : hi - skin_band.rows.start]
-        zh = z[lo - b.rows.start : hi - b.rows.start]
+    r0, r1 = max(skin_band.rows.start, b.rows.start), min(skin_band.rows.stop, b.rows.stop)
+    c0, c1 = max(skin_band.cols.start, b.cols.start), min(skin_band.cols.stop, b.cols.stop)
+    if r1 > r0 and c1 > c0:
+        s0, h0 = skin_band.rows.start, b.rows.start
+        sc, hc = skin_band.cols.start, b.cols.start
+        zs = z_skin[r0 - s0 : r1 - s0, c0 - sc : c1 - sc]
+        zh = z[r0 - h0 : r1 - h0, c0 - hc : c1 - hc]
         np.maximum(zh, zs + 0.02, out=zh)
     b.composite(cv, hair.colour, front, Label.HAIR, z)
 
@@ -1009,8 +1043,8 @@ def _draw_skin(
     its height field and its grey shading (beards reuse them)."""
     ident = cv.ident
     A = cv.unit
-    b = _band(cv, -ident.skull_top - 0.02, ident.chin_y + 0.02)
-    X, Y, ax = b.X, b.Y, b.ax
+    b = _band(cv, -ident.skull_top - 0.02, ident.chin_y + 0.02, half_span=ident.cheek_width + 0.04)
+    X, ax = b.X, b.ax
     face = _smooth_edge((b.W - ax) * A)
     _, w_tab, p_tab = _outline_table(ident)
     prof = np.interp(b.ys, _outline_table(ident)[0], p_tab).astype(np.float32)
@@ -1026,6 +1060,7 @@ def _draw_skin(
     shade, spec = _lambert(
         z, A, capture.light, capture.ambient, gloss=18.0 + 20 * (ident.skin_tone <= 3)
     )
+    shade *= 1 - _crease_darkness(cv, b)
     blotch = _crop(pool["blotch"], rng, *b.shape)
     flush = 0.1 * (1.2 - ident.skin_tone / 6)
     sy = cv.sin_yaw
@@ -1053,19 +1088,15 @@ def _draw_skin(
     return b, z, shade
 
 
-def _apply_creases(cv: _Canvas) -> None:
-    """Blur the darkness maps (sharp creases a little, contact shadows broadly) and apply them."""
+def _crease_darkness(cv: _Canvas, b: _Band) -> np.ndarray:
+    """Darkness (0…0.75) of the queued creases over a band: sharp creases blurred a little,
+    contact shadows broadly."""
     import cv2
 
-    ident = cv.ident
-    b = _band(cv, -ident.skull_top, ident.chin_y + 0.5)
-    if b.empty:
-        return
     sharp, soft = cv.crease_maps(b.rows, b.cols)
     dark = cv2.GaussianBlur(sharp, (0, 0), max(0.5, 0.012 * cv.unit))
     dark += cv2.GaussianBlur(soft, (0, 0), max(1.0, 0.06 * cv.unit))
-    np.clip(dark, 0, 0.75, out=dark)
-    cv.rgb[b.rows, b.cols] *= _rep3(1 - dark)
+    return np.clip(dark, 0, 0.75, out=dark)
 
 
 def _draw_beard(
@@ -1120,16 +1151,23 @@ def render_face(
         )
     neck = np.array([[-0.6, 0.4], [0.6, 0.4], [0.66, 1.95], [-0.66, 1.95]])
     cv.paint([cv.px_flat(neck)], skin * 0.78, label=Label.BACKGROUND)
+    # The jaw's shadow on the neck (darkens only what is already drawn: the neck, the hair).
+    ys = np.linspace(ident.chin_y - 0.6, ident.chin_y, 10)
+    ws = np.interp(ys, *cv.table[:2])
+    jaw = np.concatenate([np.stack([-ws, ys], 1), np.stack([ws, ys], 1)[::-1]])
+    shadow = np.concatenate([jaw, (jaw + np.array([0.0, 0.32]))[::-1]])
+    cv.paint(
+        [cv.px_flat(shadow)], (0.0, 0.0, 0.0), 0.35, blur=max(1.0, 0.06 * cv.unit), person=False
+    )
     _draw_shirt(cv, ident)
     _draw_ears(cv, ident, skin)
     skin_band, z, shade = _draw_skin(cv, geo, capture, pool, rng)
-    _apply_creases(cv)
     _draw_front_hair(cv, hair, ident, z, skin_band)
     if ident.beard == "full":
         _draw_beard(cv, skin_band, z, shade, pool, rng)
     _draw_nose(cv, ident, skin, geo)
+    _draw_brows(cv, ident, geo)
     for half in geo.halves.values():
-        _draw_brow(cv, ident, half)
         _draw_eye(cv, ident, half, capture)
     _draw_mouth(cv, ident, geo, skin)
     if ident.glasses != "none":
@@ -1145,7 +1183,7 @@ def _eye_curves(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Upper and lower lid margins (normalised, inner → outer corner) of one eye; ``opening``
     overrides the lid position (1 = fully open)."""
-    t = np.linspace(0, 1, n)[:, None]
+    t = _steps(n)
     chord = (1 - t) * half.eye_inner + t * half.eye_outer
     g_up = np.sin(np.pi * t**0.85) ** 0.8
     g_lo = np.sin(np.pi * t**1.15) ** 0.9
@@ -1158,7 +1196,7 @@ def _eye_curves(
 def _lip_curves(geo: FaceGeometry, n: int = 23) -> dict[str, np.ndarray]:
     """Outer and inner lip contours (normalised, image-left corner → image-right corner)."""
     left, right = geo.halves[-1].corner, geo.halves[1].corner
-    t = np.linspace(0, 1, n)
+    t = _steps(n)[:, 0]
     base = _through(left, geo.mouth_center, right, n)
     f = np.sin(np.pi * t) ** (0.6 - 0.35 * geo.pucker)
     bow = (
@@ -1274,10 +1312,6 @@ def _draw_creases(cv: _Canvas, geo: FaceGeometry, ident: Identity) -> None:
         0,
         soft=True,
     )
-    ys = np.linspace(ident.chin_y - 0.6, ident.chin_y, 10)
-    ws = np.interp(ys, *cv.table[:2])
-    jaw = np.concatenate([np.stack([-ws, ys], 1), np.stack([ws, ys], 1)[::-1]])
-    cv.crease(np.concatenate([jaw, (jaw + (0, 0.32))[::-1]]), 0.35, 0, soft=True, flat=True)
 
 
 def _draw_shirt(cv: _Canvas, ident: Identity) -> None:
@@ -1301,36 +1335,47 @@ def _draw_shirt(cv: _Canvas, ident: Identity) -> None:
 
 
 def _draw_ears(cv: _Canvas, ident: Identity, skin: np.ndarray) -> None:
-    w = float(_half_width(np.array([0.2]), ident)[0])
+    w = float(np.interp(0.2, *cv.table[:2]))
     s = ident.ear_size
+    outer, inner = [], []
     for sign in (-1, 1):
         centre = np.array([sign * (w + 0.03 - 0.1 * sign * cv.sin_yaw), 0.18])
-        cv.paint(
-            [cv.px_flat(_ellipse(centre, 0.12 * s, 0.27 * s, 24, sign * 0.12))],
-            skin * 0.86,
-            label=Label.SKIN,
-        )
-        inner = _ellipse(centre + (sign * 0.02, 0.03), 0.06 * s, 0.16 * s, 16, sign * 0.12)
-        cv.paint([cv.px_flat(inner)], skin * 0.55, 0.7, blur=max(0.5, 0.03 * cv.unit))
+        outer.append(cv.px_flat(_ellipse(centre, 0.12 * s, 0.27 * s, 24, sign * 0.12)))
+        concha = centre + np.array([sign * 0.02, 0.03])
+        inner.append(cv.px_flat(_ellipse(concha, 0.06 * s, 0.16 * s, 16, sign * 0.12)))
+    cv.paint(outer, skin * 0.86, label=Label.SKIN)
+    cv.paint(inner, skin * 0.55, 0.7, blur=max(0.5, 0.03 * cv.unit))
 
 
 def _draw_nose(cv: _Canvas, ident: Identity, skin: np.ndarray, geo: FaceGeometry) -> None:
     tip = _nose_tip_y(ident)
-    for sign in (-1, 1):
-        nostril = _ellipse(
-            np.array([sign * ident.nose_width * 0.45, tip + 0.06]), 0.045, 0.022, 14, -sign * 0.35
+    nostrils = [
+        cv.px(
+            _ellipse(
+                np.array([sign * ident.nose_width * 0.45, tip + 0.06]),
+                0.045,
+                0.022,
+                14,
+                -sign * 0.35,
+            ),
+            lift=0.1,
         )
-        cv.paint([cv.px(nostril, lift=0.1)], skin * 0.28, 0.85, blur=max(0.4, 0.012 * cv.unit))
+        for sign in (-1, 1)
+    ]
+    cv.paint(nostrils, skin * 0.28, 0.85, blur=max(0.4, 0.012 * cv.unit))
 
 
-def _draw_brow(cv: _Canvas, ident: Identity, half: HalfFace) -> None:
-    centre = _through(half.brow[0], half.brow[1], half.brow[2], 15)
-    t = np.linspace(0, 1, 15)[:, None]
-    thick = ident.brow_thickness * (1.05 - 0.65 * t**1.4)
-    d = np.gradient(centre, axis=0)
-    normal = np.stack([-d[:, 1], d[:, 0]], 1) / np.linalg.norm(d, axis=1, keepdims=True)
-    poly = np.concatenate([centre - normal * thick / 2, (centre + normal * thick / 2)[::-1]])
-    cv.paint([cv.px(poly, lift=0.03)], ident.brow_rgb, 0.92, label=Label.EYEBROW, blur=0.35)
+def _draw_brows(cv: _Canvas, ident: Identity, geo: FaceGeometry) -> None:
+    """Both brows: a tapering band along a curve through inner point, peak and tail."""
+    polys = []
+    thick = ident.brow_thickness * (1.05 - 0.65 * _steps(15) ** 1.4)
+    for half in geo.halves.values():
+        centre = _through(half.brow[0], half.brow[1], half.brow[2], 15)
+        d = np.gradient(centre, axis=0)
+        normal = np.stack([-d[:, 1], d[:, 0]], 1) / np.linalg.norm(d, axis=1, keepdims=True)
+        poly = np.concatenate([centre - normal * thick / 2, (centre + normal * thick / 2)[::-1]])
+        polys.append(cv.px(poly, lift=0.03))
+    cv.paint(polys, ident.brow_rgb, 0.92, label=Label.EYEBROW, blur=0.35)
 
 
 def _draw_eye(cv: _Canvas, ident: Identity, half: HalfFace, capture: Capture) -> None:
@@ -1346,7 +1391,7 @@ def _draw_eye(cv: _Canvas, ident: Identity, half: HalfFace, capture: Capture) ->
         poly = np.concatenate([upper, lower[-2:0:-1]])
         cov = cv.coverage([poly], pad=1.0)
         if cov is not None:
-            alpha, (x0, y0, x1, y1) = cov
+            alpha, (x0, y0, x1, y1), _ = cov
             h, w = alpha.shape
             uu = np.arange(x0, x1, dtype=np.float32)[None, :] + 0.5
             vv = np.arange(y0, y1, dtype=np.float32)[:, None] + 0.5
@@ -1438,10 +1483,9 @@ def _draw_mouth(cv: _Canvas, ident: Identity, geo: FaceGeometry, skin: np.ndarra
 
 
 def _lens_outline(ident: Identity, centre: np.ndarray, n: int = 28) -> np.ndarray:
-    t = np.linspace(0, 2 * np.pi, n, endpoint=False)
+    c, s = _angles(n)
     if ident.glasses == "round":
-        return centre + np.stack([0.25 * np.cos(t), 0.22 * np.sin(t)], 1)
-    c, s = np.cos(t), np.sin(t)
+        return centre + np.stack([0.25 * c, 0.22 * s], 1)
     return centre + np.stack(
         [0.28 * np.sign(c) * np.abs(c) ** 0.45, 0.19 * np.sign(s) * np.abs(s) ** 0.45], 1
     )
@@ -1459,7 +1503,7 @@ def _draw_glasses(cv: _Canvas, ident: Identity, geo: FaceGeometry) -> None:
         outline = cv.px(_lens_outline(ident, centre), lift=0.25)
         cov = cv.coverage([outline], pad=0)
         if cov is not None:
-            alpha, (x0, y0, x1, y1) = cov
+            alpha, (x0, y0, x1, y1), _ = cov
             uu = np.arange(x0, x1, dtype=np.float32)[None, :]
             vv = np.arange(y0, y1, dtype=np.float32)[:, None]
             band = np.exp(-((((uu - x0) - 0.8 * (vv - y0) - 0.3 * (x1 - x0)) / (0.12 * A)) ** 2))
@@ -1490,82 +1534,83 @@ def _draw_glasses(cv: _Canvas, ident: Identity, geo: FaceGeometry) -> None:
 
 
 def _canonical_landmarks(cv: _Canvas, geo: FaceGeometry, ident: Identity) -> dict[str, np.ndarray]:
-    """Landmarks in canonical pixels, keyed by the *patient's* side."""
-    points: dict[str, np.ndarray] = {}
+    """Landmarks in canonical pixels, keyed by the *patient's* side (projected in one batch)."""
+    names: list[str] = []
+    points: list[np.ndarray] = []
+    lifts: list[float] = []
+
+    def add(name: str, point: np.ndarray, lift: float = 0.0) -> None:
+        names.append(name)
+        points.append(point)
+        lifts.append(lift)
+
+    mouth_lift = 0.04 + 0.1 * geo.pucker
     for side in ("left", "right"):
         half = geo.halves[side_sign(side)]
         upper, lower = _eye_curves(half)
         mid = len(upper) // 2
-        points[f"{side}_eye_inner"] = cv.px(half.eye_inner)[0]
-        points[f"{side}_eye_outer"] = cv.px(half.eye_outer)[0]
-        points[f"{side}_eye_top"] = cv.px(upper[mid])[0]
-        points[f"{side}_eye_bottom"] = cv.px(lower[mid])[0]
+        add(f"{side}_eye_inner", half.eye_inner)
+        add(f"{side}_eye_outer", half.eye_outer)
+        add(f"{side}_eye_top", upper[mid])
+        add(f"{side}_eye_bottom", lower[mid])
         for name, point in zip(("inner", "middle", "outer"), half.brow, strict=True):
-            points[f"{side}_brow_{name}"] = cv.px(point, lift=0.03)[0]
-        points[f"mouth_{side}_corner"] = cv.px(half.corner, lift=0.04 + 0.1 * geo.pucker)[0]
+            add(f"{side}_brow_{name}", point, 0.03)
+        add(f"mouth_{side}_corner", half.corner, mouth_lift)
     lips = _lip_curves(geo)
-    lift = 0.04 + 0.1 * geo.pucker
-    points["mouth_top"] = cv.px(lips["upper_outer"][len(lips["base"]) // 2], lift=lift)[0]
-    points["mouth_bottom"] = cv.px(lips["lower_outer"][len(lips["base"]) // 2], lift=lift)[0]
-    points["nose_tip"] = cv.px(np.array([0.0, _nose_tip_y(ident)]), lift=0.3)[0]
+    mid = len(lips["base"]) // 2
+    add("mouth_top", lips["upper_outer"][mid], mouth_lift)
+    add("mouth_bottom", lips["lower_outer"][mid], mouth_lift)
+    add("nose_tip", np.array([0.0, _nose_tip_y(ident)]), 0.3)
     # The face's own midline: glabella to chin, on the surface (it shifts with yaw).
-    points["midline_top"] = cv.px(np.array([0.0, ident.brow_y + 0.05]), lift=0.05)[0]
-    points["midline_bottom"] = cv.px(np.array([0.0, ident.chin_y - 0.15]), lift=0.04)[0]
-    return points
+    add("midline_top", np.array([0.0, ident.brow_y + 0.05]), 0.05)
+    add("midline_bottom", np.array([0.0, ident.chin_y - 0.15]), 0.04)
+    projected = cv.px(np.array(points), lift=np.array(lifts))
+    return dict(zip(names, projected, strict=True))
 
 
 def _background(out_size: int, rng: np.random.Generator) -> np.ndarray:
     """A defocused room: a wall with soft colour variation and a few objects (frames, shelves,
-    a door edge, lamps, plants). Drawn at half resolution: it is out of focus anyway."""
+    a door edge, lamps, plants). Drawn at quarter resolution: it is out of focus anyway.
+    Object sizes are fractions of the frame, so every output size gets the same scene."""
     import cv2
 
-    size = (out_size + 1) // 2
+    n = max(16, (out_size + 3) // 4)
 
-    hue = rng.uniform(0, 1)
-    sat = rng.uniform(0.03, 0.35)
-    val = rng.uniform(90, 235)
-    base = np.array(_hsv_to_rgb(hue, sat, val), np.float32)
+    def span(lo: float, hi: float) -> int:  # a length between fractions lo and hi of the frame
+        return round(n * float(rng.uniform(lo, hi)))
+
+    def colour(sat_max: float = 0.7) -> tuple[float, float, float]:
+        return _hsv_to_rgb(rng.uniform(0, 1), rng.uniform(0, sat_max), rng.uniform(30, 250))
+
+    base = np.array(_hsv_to_rgb(rng.uniform(0, 1), rng.uniform(0.03, 0.35), rng.uniform(90, 235)))
     cells = int(rng.integers(2, 6))
-    low = _tint(rng.uniform(0.75, 1.15, size=(cells, cells)), base)
-    bg = cv2.resize(low, (size, size), interpolation=cv2.INTER_LINEAR)
+    bg = cv2.resize(_tint(rng.uniform(0.75, 1.15, size=(cells, cells)), base), (n, n))
     for _ in range(int(rng.integers(2, 8))):
-        colour = tuple(
-            float(c)
-            for c in _hsv_to_rgb(rng.uniform(0, 1), rng.uniform(0, 0.7), rng.uniform(30, 250))
-        )
-        kind = rng.integers(0, 4)
-        x, y = rng.integers(0, size, size=2)
+        kind = int(rng.integers(0, 4))
+        x, y = span(0, 1), span(0, 1)
         if kind == 0:  # picture frame
-            w, h = rng.integers(size // 8, size // 2, size=2)
-            cv2.rectangle(bg, (int(x), int(y)), (int(x + w), int(y + h)), colour, -1)
-            inner = tuple(float(c) for c in rng.uniform(30, 230, size=3))
-            m = int(max(2, w // 8))
-            cv2.rectangle(bg, (int(x + m), int(y + m)), (int(x + w - m), int(y + h - m)), inner, -1)
+            w, h = span(0.12, 0.5), span(0.12, 0.5)
+            m = max(1, w // 8)
+            cv2.rectangle(bg, (x, y), (x + w, y + h), colour(), -1)
+            cv2.rectangle(bg, (x + m, y + m), (x + w - m, y + h - m), colour(0.9), -1)
         elif kind == 1:  # door edge or shelf
             if rng.random() < 0.5:
-                cv2.rectangle(
-                    bg, (int(x), 0), (int(x + rng.integers(4, size // 6)), size), colour, -1
-                )
+                cv2.rectangle(bg, (x, 0), (x + span(0.02, 0.16), n), colour(), -1)
             else:
-                cv2.rectangle(
-                    bg, (0, int(y)), (size, int(y + rng.integers(3, size // 14))), colour, -1
-                )
+                cv2.rectangle(bg, (0, y), (n, y + span(0.01, 0.07)), colour(), -1)
         elif kind == 2:  # lamp or ball
-            cv2.circle(bg, (int(x), int(y)), int(rng.integers(size // 20, size // 6)), colour, -1)
+            cv2.circle(bg, (x, y), span(0.05, 0.16), colour(), -1)
         else:  # plant: a cluster of leaves
             for _ in range(6):
-                c = (
-                    int(x + rng.integers(-size // 10, size // 10)),
-                    int(y + rng.integers(-size // 10, size // 10)),
-                )
-                axes = (int(rng.integers(3, size // 16 + 4)), int(rng.integers(2, size // 30 + 3)))
+                centre = (x + span(-0.1, 0.1), y + span(-0.1, 0.1))
+                axes = (max(1, span(0.02, 0.08)), max(1, span(0.01, 0.04)))
                 leaf = (
                     float(rng.uniform(20, 80)),
                     float(rng.uniform(80, 160)),
                     float(rng.uniform(20, 80)),
                 )
-                cv2.ellipse(bg, c, axes, float(rng.uniform(0, 180)), 0, 360, leaf, -1)
-    bg = cv2.GaussianBlur(bg, (0, 0), float(rng.uniform(0.5, 1.5)) * size / 125)
+                cv2.ellipse(bg, centre, axes, float(rng.uniform(0, 180)), 0, 360, leaf, -1)
+    bg = cv2.GaussianBlur(bg, (0, 0), float(rng.uniform(0.4, 1.0)) * n / 62)
     return cv2.resize(bg, (out_size, out_size), interpolation=cv2.INTER_LINEAR)
 
 
@@ -1584,17 +1629,25 @@ def _finish(
     rng: np.random.Generator,
     pool: dict[str, np.ndarray],
 ) -> Rendering:
-    """Roll/place the canonical face, label FPP at the rolled midline, composite, add nuisances."""
+    """Composite over the background, roll and place everything with one affine warp, label FPP
+    at the rolled midline, derive depth, then blur and add sensor noise."""
     import cv2
 
     size = cv.size
+    rgb = _background(size, rng)
+    rgb *= _rep3(1 - cv.alpha)
+    rgb += cv.rgb  # premultiplied: person over background
+    rgb *= _lighting(size, capture)
+    photo = cv2.convertScaleAbs(rgb)  # saturating float → uint8 (values are non-negative)
+
+    # One warp for photo, labels and depth (reflected borders keep them consistent).
     centre = (cv.cx, cv.cy + 0.3 * cv.unit)
     M = cv2.getRotationMatrix2D(centre, capture.roll_deg, 1.0)
     M[:, 2] += np.array(capture.shift) * size
-    person = cv2.warpAffine(cv.rgb, M, (size, size), flags=cv2.INTER_LINEAR, borderValue=0)
-    alpha = cv2.warpAffine(cv.alpha, M, (size, size), flags=cv2.INTER_LINEAR, borderValue=0)
-    mask = cv2.warpAffine(cv.mask, M, (size, size), flags=cv2.INTER_NEAREST, borderValue=0)
-    z = cv2.warpAffine(cv.z, M, (size, size), flags=cv2.INTER_NEAREST, borderValue=0)
+    border = cv2.BORDER_REFLECT_101
+    photo = cv2.warpAffine(photo, M, (size, size), flags=cv2.INTER_LINEAR, borderMode=border)
+    mask = cv2.warpAffine(cv.mask, M, (size, size), flags=cv2.INTER_NEAREST, borderMode=border)
+    z = cv2.warpAffine(cv.z, M, (size, size), flags=cv2.INTER_NEAREST, borderMode=border)
     names = list(points)
     pts = np.array([points[n] for n in names]) @ M[:, :2].T + M[:, 2]
     flat = {
@@ -1605,40 +1658,41 @@ def _finish(
         # FPP: the eye and mouth pixels of the drooping half, split at the face's own midline.
         top, bottom = np.array(flat["midline_top"]), np.array(flat["midline_bottom"])
         d = bottom - top
-        normal = np.array([d[1], -d[0]])  # points to the image's right for an upright face
+        normal = np.array([d[1], -d[0]]) * side_sign(patient.affected_side)  # toward that half
         vv, uu = np.nonzero((mask == Label.EYE) | (mask == Label.MOUTH))
-        on_side = ((uu - top[0]) * normal[0] + (vv - top[1]) * normal[1]) * side_sign(
-            patient.affected_side
-        ) > 0
+        on_side = (uu - top[0]) * normal[0] + (vv - top[1]) * normal[1] > 0
         mask[vv[on_side], uu[on_side]] = Label.FPP
 
+    # Relative depth over the labelled head: nearest point (nose tip) → 0+, silhouette → 1.
     labelled = mask > 0
-    depth = np.zeros((size, size), np.float32)
-    if labelled.any():
-        zl = z[labelled]
-        depth[labelled] = np.clip(1.0 - zl / max(float(zl.max()), 1e-6), 1.0 / 65535, 1.0)
+    z_near = max(float(z.max(where=labelled, initial=0.0)), 1e-6)
+    depth = 1.0 - z * np.float32(1.0 / z_near)
+    np.clip(depth, 1.0 / 65535, 1.0, out=depth)
+    depth *= labelled
 
-    rgb = _background(size, rng)
-    rgb *= _rep3(1 - alpha)
-    rgb += person
-    strength, direction = capture.gradient
-    ramp = (np.arange(size, dtype=np.float32) - size / 2) / size
-    gain = 1 + strength * (
-        ramp[None, :] * np.float32(math.cos(direction))
-        + ramp[:, None] * np.float32(math.sin(direction))
-    )
-    rgb *= _tint(gain, capture.cast)
     if capture.blur_sigma > 0.05:
-        rgb = cv2.GaussianBlur(rgb, (0, 0), capture.blur_sigma * size / 250)
-    rgb = cv2.scaleAdd(_crop(pool["sensor"], rng, size, size), capture.noise_sigma, rgb)
-    np.maximum(rgb, 0, out=rgb)
-    return Rendering(
-        cv2.convertScaleAbs(rgb),
-        mask,
-        depth,
-        _landmark_document(flat, capture, size),
-        capture.jpeg_quality,
+        photo = cv2.GaussianBlur(photo, (0, 0), capture.blur_sigma * size / 250)
+    level = min(NOISE_LEVELS, key=lambda lv: abs(lv - capture.noise_sigma))
+    photo = cv2.add(photo, _crop(pool["sensor"][level], rng, size, size), dtype=cv2.CV_8U)
+    document = _landmark_document(flat, capture, size)
+    return Rendering(photo, mask, depth, document, capture.jpeg_quality)
+
+
+def _lighting(size: int, capture: Capture) -> np.ndarray:
+    """Per-pixel gain: a linear lighting gradient across the frame times a colour cast.
+    (Bilinear resizing of the 2×2 corner gains is that linear ramp, without per-pixel maths.)"""
+    import cv2
+
+    strength, direction = capture.gradient
+    corners = np.array([[-0.5, -0.5], [0.5, -0.5]]), np.array([[-0.5, 0.5], [0.5, 0.5]])
+    ramp = np.array(
+        [
+            [1 + strength * (x * math.cos(direction) + y * math.sin(direction)) for x, y in row]
+            for row in corners
+        ]
     )
+    gain = ramp[..., None] * np.asarray(capture.cast)[None, None, :]
+    return cv2.resize(gain.astype(np.float32), (size, size), interpolation=cv2.INTER_LINEAR)
 
 
 def _landmark_document(flat: dict[str, list[float]], capture: Capture, size: int) -> dict[str, Any]:
