@@ -146,7 +146,7 @@ class Patient:
         """Weakness of the affected side, 0 (normal) … 1 (total paralysis), from the HB grade."""
         if self.diagnosis == "healthy":
             return 0.0
-        return float(np.clip((self.grade - 1) / 5 + self.severity_jitter, 0.12, 1.0))
+        return float(np.clip((self.grade - 1) / 5 + self.severity_jitter, 0.18, 1.0))
 
 
 def _choice(rng: np.random.Generator, options: dict[str, float]) -> str:
@@ -221,8 +221,8 @@ def sample_identity(rng: np.random.Generator) -> Identity:
     asym = (
         float(rng.uniform(-0.012, 0.012)),
         float(rng.uniform(-0.012, 0.012)),
-        float(rng.uniform(-0.008, 0.008)),
-        float(rng.uniform(-0.008, 0.008)),
+        float(rng.uniform(-0.005, 0.005)),
+        float(rng.uniform(-0.005, 0.005)),
         float(rng.uniform(0.95, 1.05)),
         float(rng.uniform(0.95, 1.05)),
     )
@@ -276,7 +276,7 @@ def sample_patient(rng: np.random.Generator, patient_id: str, diagnosis: str) ->
         return Patient(patient_id, diagnosis, "none", 1, identity)
     side = "left" if rng.random() < 0.5 else "right"
     grade = int(rng.integers(2, 7))
-    return Patient(patient_id, diagnosis, side, grade, identity, float(rng.uniform(-0.03, 0.03)))
+    return Patient(patient_id, diagnosis, side, grade, identity, float(rng.uniform(-0.02, 0.02)))
 
 
 # --------------------------------------------------------------------------------------------
@@ -344,7 +344,6 @@ def face_geometry(
     wider palpebral fissure). Deterministic in its arguments.
     """
     ident = patient.identity
-    s = patient.severity
     halves: dict[int, HalfFace] = {}
     for sign, asym_index in ((-1, 0), (1, 1)):
         upper, lower = side_function(patient, sign)
@@ -636,8 +635,10 @@ class _Canvas:
         blur: float = 0.0,
         thickness: int = 0,
         person: bool = True,
+        multiply: bool = False,
     ) -> None:
-        """Blend a flat ``colour`` into the polygons; optionally write ``label`` into the mask."""
+        """Blend a flat ``colour`` into the polygons (or, with ``multiply``, scale what is there
+        by per-channel factors ``colour``, keeping its shading); optionally write ``label``."""
         import cv2
 
         cov = self.coverage(polys, blur=blur, thickness=thickness)
@@ -647,7 +648,10 @@ class _Canvas:
         if opacity != 1.0:
             alpha *= opacity
         region = self.rgb[y0:y1, x0:x1]
-        region += (np.asarray(colour, np.float32) - region) * alpha[..., None]
+        if multiply:
+            region *= 1 + (np.asarray(colour, np.float32) - 1) * alpha[..., None]
+        else:
+            region += (np.asarray(colour, np.float32) - region) * alpha[..., None]
         if person:
             cover = self.alpha[y0:y1, x0:x1]
             np.maximum(cover, alpha, out=cover)
@@ -700,7 +704,7 @@ class _Canvas:
                 cv2.fillPoly(target, fixed, strength, cv2.LINE_8, _SHIFT)
             else:
                 cv2.polylines(
-                    target, fixed, False, strength, max(1, int(round(width))), cv2.LINE_8, _SHIFT
+                    target, fixed, False, strength, max(1, round(width)), cv2.LINE_8, _SHIFT
                 )
         return sharp, soft
 
@@ -845,7 +849,7 @@ def _lambert(
 
 
 def _bumps(
-    b: "_Band", x0: np.ndarray, y0: np.ndarray, sx: np.ndarray, sy: np.ndarray, amp: np.ndarray
+    b: _Band, x0: np.ndarray, y0: np.ndarray, sx: np.ndarray, sy: np.ndarray, amp: np.ndarray
 ) -> np.ndarray:
     """Sum of separable Gaussian bumps over a band, each added on its ±3σ window only."""
     out = np.zeros(b.shape, np.float32)
@@ -931,8 +935,8 @@ class _Band:
 def _band(cv: _Canvas, y_lo: float, y_hi: float, half_span: float = 1.8) -> _Band:
     """The band of rows between normalised heights ``y_lo`` and ``y_hi`` (clipped to the frame)."""
     A, size = cv.unit, cv.size
-    r0 = min(max(int(math.floor(cv.cy + y_lo * A)), 0), size)
-    r1 = min(max(int(math.ceil(cv.cy + y_hi * A)) + 1, r0), size)
+    r0 = min(max(math.floor(cv.cy + y_lo * A), 0), size)
+    r1 = min(max(math.ceil(cv.cy + y_hi * A) + 1, r0), size)
     c0 = max(int(cv.cx - half_span * A), 0)
     c1 = min(int(cv.cx + half_span * A) + 1, size)
     return _Band(cv, r0, r1, c0, c1)
@@ -1046,8 +1050,8 @@ def _draw_skin(
     b = _band(cv, -ident.skull_top - 0.02, ident.chin_y + 0.02, half_span=ident.cheek_width + 0.04)
     X, ax = b.X, b.ax
     face = _smooth_edge((b.W - ax) * A)
-    _, w_tab, p_tab = _outline_table(ident)
-    prof = np.interp(b.ys, _outline_table(ident)[0], p_tab).astype(np.float32)
+    ys_tab, _, p_tab = _outline_table(ident)
+    prof = np.interp(b.ys, ys_tab, p_tab).astype(np.float32)
     z = (
         ident.face_depth
         * np.sqrt(np.clip(1 - (X / np.maximum(b.W, 1e-3)) ** 2, 0, 1))
@@ -1077,7 +1081,7 @@ def _draw_skin(
     tone = 1 + 0.025 * blotch
     if ident.beard == "stubble":
         speck = np.clip(_crop(pool["speck"], rng, *b.shape), -1, 1)
-        tone *= 1 - 0.28 * _beard_region(b, ident, A) * (0.5 + 0.5 * speck)
+        tone *= 1 - 0.2 * _beard_region(b, ident, 0.25 * A) * (0.5 + 0.5 * speck)
     r, g, bl = (np.float32(c) for c in ident.skin_rgb)
     if spec is not None:
         spec *= 0.6 + 0.4 * ident.skin_tone / 6
@@ -1101,12 +1105,16 @@ def _crease_darkness(cv: _Canvas, b: _Band) -> np.ndarray:
 
 def _draw_beard(
     cv: _Canvas,
+    geo: FaceGeometry,
     skin_band: _Band,
     z: np.ndarray,
     shade: np.ndarray,
     pool: dict[str, np.ndarray],
     rng: np.random.Generator,
 ) -> None:
+    """A full beard and moustache (labelled hair) around a bare mouth."""
+    import cv2
+
     ident = cv.ident
     lo = int(np.searchsorted(skin_band.ys, 0.0))
     b = _Band(
@@ -1117,7 +1125,24 @@ def _draw_beard(
         skin_band.cols.stop,
     )
     curl = np.clip(_crop(pool["curl"], rng, *b.shape), -2, 2)
-    cover = _beard_region(b, ident, cv.unit) * np.clip(1.6 + 0.6 * curl, 0, 1)
+    cover = _beard_region(b, ident, cv.unit) * np.clip(2.2 + 0.6 * curl, 0, 1)
+    # Keep the lips bare: clear the beard inside the lip outline and a pixel around it.
+    lips = _lip_curves(geo)
+    outline = cv.px(np.concatenate([lips["upper_outer"], lips["lower_outer"][::-1]]), lift=0.04)
+    fixed = [np.rint(outline * _ONE).astype(np.int32)]
+    bare = np.zeros(b.shape, np.uint8)
+    offset = (-b.cols.start * _ONE, -b.rows.start * _ONE)
+    cv2.fillPoly(bare, fixed, 255, cv2.LINE_AA, _SHIFT, offset)
+    cv2.polylines(
+        bare,
+        [f + offset for f in fixed],
+        True,
+        255,
+        max(1, round(0.02 * cv.unit)),
+        cv2.LINE_AA,
+        _SHIFT,
+    )
+    cover *= 1 - bare.astype(np.float32) * (1 / 255)
     colour = _tint(shade[lo:] * 0.95 * (0.8 + 0.25 * curl), ident.hair_rgb)
     b.composite(cv, colour, cover, Label.HAIR, z[lo:] + 0.03)
 
@@ -1164,7 +1189,7 @@ def render_face(
     skin_band, z, shade = _draw_skin(cv, geo, capture, pool, rng)
     _draw_front_hair(cv, hair, ident, z, skin_band)
     if ident.beard == "full":
-        _draw_beard(cv, skin_band, z, shade, pool, rng)
+        _draw_beard(cv, geo, skin_band, z, shade, pool, rng)
     _draw_nose(cv, ident, skin, geo)
     _draw_brows(cv, ident, geo)
     for half in geo.halves.values():
@@ -1228,7 +1253,7 @@ def _face_bumps(
     tip = _nose_tip_y(ident)
     bumps: list[tuple[float, float, float, float, float]] = []
     for t in np.linspace(0, 1, 6):
-        bumps.append((0.0, -0.12 + t * (tip - 0.02), 0.05 + 0.04 * t, 0.08, 0.05 + 0.13 * t))
+        bumps.append((0.0, -0.1 + t * (tip - 0.02), 0.075 + 0.03 * t, 0.08, 0.02 + 0.15 * t**1.5))
     bumps += [
         (0.0, tip, 0.085, 0.07, 0.12),
         (0.0, tip + 0.1, 0.1, 0.03, -0.03),
@@ -1281,7 +1306,9 @@ def _draw_creases(cv: _Canvas, geo: FaceGeometry, ident: Identity) -> None:
         ctrl = np.array([sign * (abs(end[0]) + 0.1), 0.5 * (ala[1] + end[1])])
         fold = _bezier(ala, ctrl, end, 10)
         cv.crease(fold, 0.3 * half.fold, max(1.0, 0.02 * A))
-        cv.crease(fold + (sign * 0.03, 0), 0.1 * half.fold, max(1.0, 0.05 * A), soft=True)
+        cv.crease(
+            fold + np.array([sign * 0.03, 0.0]), 0.1 * half.fold, max(1.0, 0.05 * A), soft=True
+        )
         # Crow's feet from the outer canthus.
         outer = half.eye_outer + np.array([sign * 0.05, 0.0])
         for angle in (-0.45, 0.0, 0.4):
@@ -1291,7 +1318,12 @@ def _draw_creases(cv: _Canvas, geo: FaceGeometry, ident: Identity) -> None:
         _, lower = _eye_curves(half)
         open_upper = _eye_curves(half, opening=1.0)[0]
         cv.crease(open_upper[2:-2] - (0, 0.45 * half.eye_up), 0.28, max(1.0, 0.015 * A))
-        cv.crease(lower[3:-1] + (0, 0.08), 0.1 + 0.25 * ident.age, max(1.0, 0.03 * A), soft=True)
+        cv.crease(
+            lower[3:-1] + np.array([0.0, 0.08]),
+            0.1 + 0.25 * ident.age,
+            max(1.0, 0.03 * A),
+            soft=True,
+        )
         cv.crease(
             _ellipse(np.array([sign * (ident.eye_x - 0.06), -0.08]), 0.2, 0.09), 0.12, 0, soft=True
         )
@@ -1302,7 +1334,10 @@ def _draw_creases(cv: _Canvas, geo: FaceGeometry, ident: Identity) -> None:
             1.0,
         )
         marionette = np.stack(
-            [half.corner + (sign * 0.02, 0.04), half.corner + (sign * 0.06, 0.28)]
+            [
+                half.corner + np.array([sign * 0.02, 0.04]),
+                half.corner + np.array([sign * 0.06, 0.28]),
+            ]
         )
         cv.crease(marionette, 0.25 * ident.age, 1.0)
     # Shadow under the lower lip and under the jaw onto the neck.
@@ -1385,7 +1420,7 @@ def _draw_eye(cv: _Canvas, ident: Identity, half: HalfFace, capture: Capture) ->
     upper_n, lower_n = _eye_curves(half)
     upper, lower = cv.px(upper_n), cv.px(lower_n)
     lash_colour = np.array([28, 22, 20], np.float32)
-    lash_w = max(1, int(round(0.03 * A * ident.lash)))
+    lash_w = max(1, round(0.03 * A * ident.lash))
     opening = float((lower[:, 1] - upper[:, 1]).max())
     if opening >= 0.6:
         poly = np.concatenate([upper, lower[-2:0:-1]])
@@ -1456,7 +1491,7 @@ def _draw_mouth(cv: _Canvas, ident: Identity, geo: FaceGeometry, skin: np.ndarra
         cavity = np.concatenate([p["upper_inner"], p["lower_inner"][-2:0:-1]])
         cv.paint([cavity], np.array([62, 20, 26], np.float32), 1.0)
         teeth_top = p["upper_inner"][4:-4]
-        teeth_bottom = (teeth_top + (0, 0.6 * geo.lip_gap * cv.unit))[::-1]
+        teeth_bottom = (teeth_top + np.array([0.0, 0.6 * geo.lip_gap * cv.unit]))[::-1]
         cv.paint(
             [np.concatenate([teeth_top, teeth_bottom])],
             np.array([226, 220, 204], np.float32),
@@ -1465,8 +1500,15 @@ def _draw_mouth(cv: _Canvas, ident: Identity, geo: FaceGeometry, skin: np.ndarra
         )
     upper = np.concatenate([p["upper_outer"], p["upper_inner"][-2:0:-1]])
     lower = np.concatenate([p["lower_inner"], p["lower_outer"][-2:0:-1]])
-    cv.paint([upper], lip * 0.8, 0.95, blur=0.3)
-    cv.paint([lower], lip, 0.95, blur=0.3)
+    # Lips tint the shaded skin below them, so the relief of the mouth keeps its light.
+    tint = np.clip(lip / np.maximum(skin, 1.0), 0.3, 1.8)
+    cv.paint([upper], tint * 0.78, 1.0, blur=0.35, multiply=True)
+    cv.paint([lower], tint * 0.98, 1.0, blur=0.35, multiply=True)
+    corners = [
+        cv.px(_ellipse(c, 0.025, 0.015, 10), lift=lift)
+        for c in (curves["base"][0], curves["base"][-1])
+    ]
+    cv.paint(corners, lip * 0.3, 0.6, blur=max(0.5, 0.015 * cv.unit))
     centre = 0.5 * (curves["lower_inner"][11] + curves["lower_outer"][11])
     highlight = _ellipse(centre, 0.09, 0.022, 16)
     cv.paint(
@@ -1495,7 +1537,7 @@ def _draw_glasses(cv: _Canvas, ident: Identity, geo: FaceGeometry) -> None:
     """Frames are labelled background (as the public datasets label eyeglasses); the lenses are
     transparent, so the eyes behind them keep their labels."""
     A = cv.unit
-    thick = max(1, int(round(ident.frame_width * A)))
+    thick = max(1, round(ident.frame_width * A))
     frame = np.asarray(ident.frame_rgb, np.float32)
     inner_edges = []
     for sign in (-1, 1):
@@ -1517,11 +1559,12 @@ def _draw_glasses(cv: _Canvas, ident: Identity, geo: FaceGeometry) -> None:
             thickness=thick,
         )
         inner_edges.append(
-            cv.px(centre + (-sign * (0.26 if ident.glasses == "rect" else 0.24), -0.04), lift=0.25)[
-                0
-            ]
+            cv.px(
+                centre + np.array([-sign * (0.26 if ident.glasses == "rect" else 0.24), -0.04]),
+                lift=0.25,
+            )[0]
         )
-        hinge = cv.px(centre + (sign * 0.27, -0.05), lift=0.2)[0]
+        hinge = cv.px(centre + np.array([sign * 0.27, -0.05]), lift=0.2)[0]
         w = float(_half_width(np.array([-0.02]), ident)[0])
         ear = cv.px_flat(np.array([[sign * (w + 0.01), -0.01]]))[0]
         cv.paint([np.stack([hinge, ear])], frame, 1.0, label=Label.BACKGROUND, thickness=thick)
@@ -1561,9 +1604,12 @@ def _canonical_landmarks(cv: _Canvas, geo: FaceGeometry, ident: Identity) -> dic
     add("mouth_top", lips["upper_outer"][mid], mouth_lift)
     add("mouth_bottom", lips["lower_outer"][mid], mouth_lift)
     add("nose_tip", np.array([0.0, _nose_tip_y(ident)]), 0.3)
-    # The face's own midline: glabella to chin, on the surface (it shifts with yaw).
-    add("midline_top", np.array([0.0, ident.brow_y + 0.05]), 0.05)
-    add("midline_bottom", np.array([0.0, ident.chin_y - 0.15]), 0.04)
+    # The face's own midline: glabella to chin. Both points are taken at the same depth, so the
+    # line keeps the face's roll under yaw (it shifts sideways with the face, it does not tilt).
+    top, bottom = np.array([0.0, ident.brow_y + 0.05]), np.array([0.0, ident.chin_y - 0.15])
+    depth_gap = float(surface_z(*top, ident)[0] - surface_z(*bottom, ident)[0])
+    add("midline_top", top, 0.05)
+    add("midline_bottom", bottom, 0.05 + depth_gap)
     projected = cv.px(np.array(points), lift=np.array(lifts))
     return dict(zip(names, projected, strict=True))
 
