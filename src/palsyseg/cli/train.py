@@ -1,0 +1,170 @@
+"""``palsyseg train`` and ``palsyseg evaluate``: one model on a split; all models on one test split.
+
+Both read their defaults from ``params.yaml`` (``train:`` → :class:`palsyseg.train.TrainConfig`,
+``evaluate:`` → :class:`palsyseg.evaluate.EvaluateConfig`); command-line flags override them.
+``palsyseg train`` also runs under ``torchrun --nproc_per_node N -m palsyseg.cli train ...``
+(DDP; rank 0 prints).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from palsyseg.cli import app
+
+stdout = Console()
+
+DEFAULT_MODELS_DIR = Path("build/models")
+
+
+def _fmt(value: float | None, digits: int = 4) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "–"
+    return f"{value:.{digits}f}"
+
+
+@app.command("train")
+def train(
+    data: Annotated[
+        Path, typer.Option("--data", help="Split directory holding train/ and val/ datasets.")
+    ],
+    model: Annotated[
+        str | None,
+        typer.Option(help="Model name (palsynet, deeplabv3plus_r34, unet_r18, ...)."),
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", help="Run directory for checkpoints [default: build/models/MODEL]."),
+    ] = None,
+    epochs: Annotated[int | None, typer.Option(min=1, help="Epochs (overrides params).")] = None,
+    batch_size: Annotated[
+        int | None,
+        typer.Option("--batch-size", min=1, help="Global batch size (overrides params)."),
+    ] = None,
+    image_size: Annotated[
+        int | None,
+        typer.Option("--image-size", min=32, help="Input side in pixels (overrides params)."),
+    ] = None,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue the run in --out from its last.pt.")
+    ] = False,
+    params: Annotated[
+        Path, typer.Option(help="params.yaml whose 'train' section gives the defaults.")
+    ] = Path("params.yaml"),
+) -> None:
+    """Train one model on SPLIT/train, validate on SPLIT/val, keep best.pt and last.pt."""
+    from palsyseg.errors import DatasetError, Problem
+    from palsyseg.params import from_section, load_params
+    from palsyseg.train import TrainConfig, train_model
+
+    section = dict(load_params(params).get("train") or {})
+    flags = {"model": model, "epochs": epochs, "batch_size": batch_size, "image_size": image_size}
+    section.update({key: value for key, value in flags.items() if value is not None})
+    config = from_section(section, TrainConfig, where=f"{params}:train")
+    missing = [
+        Problem(file=str(data / name), rule="split has no such dataset (run `palsyseg data split`)")
+        for name in ("train", "val")
+        if not (data / name).is_dir()
+    ]
+    if missing:
+        raise DatasetError(missing)
+    out = out or DEFAULT_MODELS_DIR / config.model
+    result = train_model(data / "train", data / "val", out, config, resume=resume)
+    if int(os.environ.get("RANK", "0")) != 0:
+        return
+
+    table = Table(title=f"{config.model}: training on {data}")
+    for header in (
+        "epoch",
+        "train loss",
+        "lr",
+        "val mean F1",
+        "val mIoU",
+        "val FPP F1",
+        "palsy sens.",
+        "palsy spec.",
+    ):
+        table.add_column(header, justify="right")
+    shown = result.history[-15:]
+    for entry in shown:
+        marker = " *" if entry["epoch"] == result.best_epoch else ""
+        table.add_row(
+            f"{entry['epoch']}{marker}",
+            _fmt(entry["train_loss"]),
+            f"{entry['lr']:.2e}",
+            _fmt(entry.get("val_mean_f1")),
+            _fmt(entry.get("val_miou")),
+            _fmt(entry.get("val_f1_fpp")),
+            _fmt(entry.get("val_palsy_sensitivity"), 2),
+            _fmt(entry.get("val_palsy_specificity"), 2),
+        )
+    if len(shown) < len(result.history):
+        table.caption = f"last {len(shown)} of {len(result.history)} epochs; * = best"
+    else:
+        table.caption = "* = best (highest val FPP F1, then mean F1)"
+    stdout.print(table)
+    stdout.print(
+        f"best epoch {result.best_epoch}: {result.best_checkpoint} "
+        f"(palsy threshold {result.palsy_threshold:.4f}); last: {result.last_checkpoint}"
+    )
+
+
+def _parse_checkpoints(values: list[str]) -> dict[str, Path]:
+    from palsyseg.errors import ConfigError
+
+    checkpoints: dict[str, Path] = {}
+    for value in values:
+        name, sep, path = value.partition("=")
+        if not sep or not name or not path:
+            raise ConfigError(f"--checkpoint {value!r}: expected NAME=PATH")
+        if name in checkpoints:
+            raise ConfigError(f"--checkpoint {value!r}: the name {name!r} is given twice")
+        checkpoints[name] = Path(path)
+    return checkpoints
+
+
+@app.command("evaluate")
+def evaluate(
+    data: Annotated[Path, typer.Option("--data", help="Test dataset directory (e.g. SPLIT/test).")],
+    checkpoint: Annotated[
+        list[str],
+        typer.Option("--checkpoint", help="NAME=PATH of a checkpoint; repeat for every model."),
+    ],
+    out: Annotated[Path, typer.Option("--out", help="Directory for report.json and the plots.")],
+    candidate: Annotated[
+        str | None,
+        typer.Option(help="The model under review [default: params.yaml evaluate.candidate]."),
+    ] = None,
+    params: Annotated[
+        Path, typer.Option(help="params.yaml whose 'evaluate' section gives the defaults.")
+    ] = Path("params.yaml"),
+) -> None:
+    """Score every checkpoint on the same test split; write report.json and PNG plots."""
+    from palsyseg.evaluate import SUMMARY_METRICS, EvaluateConfig, evaluate_models
+    from palsyseg.params import load_section
+
+    config = load_section("evaluate", EvaluateConfig, params)
+    checkpoints = _parse_checkpoints(checkpoint)
+    report = evaluate_models(
+        data, checkpoints, candidate=candidate or config.candidate, out_dir=out, config=config
+    )
+    table = Table(title=f"test split {data}")
+    table.add_column("model")
+    for _, header in SUMMARY_METRICS:
+        table.add_column(header, justify="right")
+    for name, evaluation in report.models.items():
+        cells = [
+            _fmt(evaluation.metrics.get(key), 1 if key == "latency_ms" else 4)
+            for key, _ in SUMMARY_METRICS
+        ]
+        label = f"{name} (candidate)" if name == report.candidate else name
+        table.add_row(label, *cells)
+    stdout.print(table)
+    stdout.print(f"report and plots in {out}")

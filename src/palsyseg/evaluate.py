@@ -1,0 +1,343 @@
+"""Evaluate the candidate, the baselines and the registry's champion on one test split.
+
+Every model sees the same images (ARCHITECTURE.md, step 5). For each image each model predicts at
+its own training ``image_size``; the logits are resized (bilinear) back to the image's stored
+size and compared with the stored mask, so models trained at different sizes are scored on the
+same pixels. Per model the report holds:
+
+- pixel level: one dataset-level confusion matrix and everything
+  :func:`palsyseg.metrics.segmentation_metrics` derives from it (eq. 9–11: ``mean_f1``, ``miou``,
+  ``pixel_accuracy``, ``f1_fpp``, per-class precision/recall/F1/IoU);
+- image level: :func:`palsyseg.metrics.image_level_metrics` (palsy sensitivity, specificity,
+  AUROC, side accuracy) at the palsy threshold the checkpoint chose on *its* validation split;
+- ``latency_ms``: mean CPU wall time of one forward pass on one image (batch 1, after a warm-up
+  pass, at the checkpoint's ``image_size``, with the process's torch thread count);
+- ``params``: the parameter count.
+
+:meth:`EvaluationReport.save` writes ``report.json`` (atomic) and PNG plots (matplotlib, Agg):
+a row-normalised confusion matrix per model, a per-class F1 bar chart comparing the models, and
+an overlay grid of a few test images (image | truth | each model's prediction).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import re
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from palsyseg.atomic import atomic_path, atomic_write_text
+from palsyseg.errors import ConfigError
+from palsyseg.labels import LABEL_NAMES, NUM_CLASSES, PALETTE, Label
+
+log = logging.getLogger(__name__)
+
+REPORT_NAME = "report.json"
+
+# The columns of the comparison table (CLI) in display order: key, header.
+SUMMARY_METRICS: tuple[tuple[str, str], ...] = (
+    ("mean_f1", "mean F1"),
+    ("miou", "mIoU"),
+    ("pixel_accuracy", "pixel acc."),
+    ("f1_fpp", "FPP F1"),
+    ("palsy_sensitivity", "palsy sens."),
+    ("palsy_specificity", "palsy spec."),
+    ("latency_ms", "CPU ms/img"),
+)
+
+
+@dataclass
+class EvaluateConfig:
+    """The ``evaluate`` section of ``params.yaml``: which models the pipeline compares, and how."""
+
+    candidate: str = "palsynet"
+    baselines: list[str] = field(default_factory=lambda: ["deeplabv3plus_r34", "unet_r18"])
+    latency_images: int = 16
+    """Images timed for ``latency_ms`` (after one warm-up pass)."""
+    examples: int = 4
+    """Test images in the overlay grid."""
+
+    def __post_init__(self) -> None:
+        if self.latency_images < 1 or self.examples < 0:
+            raise ValueError("latency_images must be at least 1 and examples not negative")
+
+
+@dataclass
+class ModelEvaluation:
+    """One model's scores on the test split; ``confusion`` rows are the truth."""
+
+    name: str
+    metrics: dict[str, float]
+    confusion: np.ndarray
+
+
+@dataclass
+class Example:
+    """One test image with its truth and every model's prediction, for the overlay grid."""
+
+    image: str
+    rgb: np.ndarray
+    truth: np.ndarray
+    predictions: dict[str, np.ndarray]
+
+
+@dataclass
+class EvaluationReport:
+    """All models on one test split; ``candidate`` names the model under review."""
+
+    dataset: str
+    candidate: str
+    models: dict[str, ModelEvaluation]
+    checkpoints: dict[str, str] = field(default_factory=dict)
+    examples: list[Example] = field(default_factory=list, repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready (non-finite numbers become ``null``)."""
+        return _json_safe(
+            {
+                "dataset": self.dataset,
+                "candidate": self.candidate,
+                "label_names": list(LABEL_NAMES),
+                "models": {
+                    name: {
+                        "checkpoint": self.checkpoints.get(name),
+                        "metrics": dict(evaluation.metrics),
+                        "confusion": evaluation.confusion.astype(int).tolist(),
+                    }
+                    for name, evaluation in self.models.items()
+                },
+            }
+        )
+
+    def save(self, out_dir: str | os.PathLike[str]) -> dict[str, Path]:
+        """Write ``report.json`` and the PNG plots into ``out_dir``; return ``{name: path}``."""
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        paths = {"report": out_dir / REPORT_NAME}
+        atomic_write_text(paths["report"], json.dumps(self.to_dict(), indent=2) + "\n")
+        for name, evaluation in self.models.items():
+            key = f"confusion_{_file_safe(name)}"
+            paths[key] = _plot_confusion(evaluation, out_dir / f"{key}.png")
+        paths["f1_per_class"] = _plot_f1_bars(self, out_dir / "f1_per_class.png")
+        if self.examples:
+            paths["predictions"] = _plot_examples(self, out_dir / "predictions.png")
+        return paths
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def _file_safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", name)
+
+
+def evaluate_models(
+    test_dir: str | os.PathLike[str],
+    checkpoints: Mapping[str, str | os.PathLike[str]],
+    *,
+    candidate: str,
+    out_dir: str | os.PathLike[str] | None = None,
+    config: EvaluateConfig | None = None,
+) -> EvaluationReport:
+    """Score every checkpoint on ``test_dir`` (a contract dataset); see the module docstring.
+
+    ``checkpoints`` maps a display name (``palsynet``, ``unet_r18``, ``champion``) to a
+    checkpoint written by :func:`palsyseg.train.train_model`. All checkpoints are loaded before
+    any image is read, so a bad one fails fast (:class:`~palsyseg.train.CheckpointError`). With
+    ``out_dir`` the report and plots are saved there. Runs on CPU.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    from palsyseg.data.manifest import read_manifest
+    from palsyseg.data.torch_dataset import load_sample, model_input
+    from palsyseg.metrics import ConfusionMatrix, image_level_metrics, palsy_findings
+    from palsyseg.metrics import segmentation_metrics as seg_metrics
+    from palsyseg.progress import track
+    from palsyseg.train import load_checkpoint_model
+
+    config = config or EvaluateConfig()
+    if not checkpoints:
+        raise ConfigError("evaluate: no checkpoints given (NAME=PATH)")
+    if candidate not in checkpoints:
+        raise ConfigError(
+            f"evaluate: candidate {candidate!r} is not among the checkpoints ({', '.join(checkpoints)})"
+        )
+    test_dir = Path(test_dir)
+    rows = read_manifest(test_dir)
+    loaded = {name: load_checkpoint_model(path, "cpu") for name, path in checkpoints.items()}
+
+    confusion = {name: ConfusionMatrix(NUM_CLASSES) for name in loaded}
+    fractions: dict[str, list[float]] = {name: [] for name in loaded}
+    pred_sides: dict[str, list[str]] = {name: [] for name in loaded}
+    latencies: dict[str, list[float]] = {name: [] for name in loaded}
+    true_palsy: list[bool] = []
+    true_sides: list[str] = []
+    example_rows = set(
+        np.linspace(0, len(rows) - 1, min(config.examples, len(rows))).round().astype(int).tolist()
+        if config.examples
+        else []
+    )
+    examples: list[Example] = []
+
+    with torch.inference_mode():
+        for index, row in enumerate(track(rows, f"evaluating {len(loaded)} model(s)")):
+            sample = load_sample(test_dir, row)
+            height, width = sample.mask.shape
+            true_palsy.append(row.has_palsy)
+            true_sides.append(row.affected_side)
+            predictions: dict[str, np.ndarray] = {}
+            for name, (model, meta) in loaded.items():
+                x = model_input(sample.image, int(meta["image_size"]))
+                if index == 0:
+                    model(x)  # warm-up: allocator and kernel selection are not latency
+                started = time.perf_counter()
+                logits = model(x)["logits"]
+                elapsed = time.perf_counter() - started
+                if index < config.latency_images:
+                    latencies[name].append(elapsed)
+                logits = F.interpolate(
+                    logits, size=(height, width), mode="bilinear", align_corners=False
+                )
+                pred = logits.argmax(dim=1)[0].numpy().astype(np.uint8)
+                confusion[name].update(pred, sample.mask)
+                fraction, side = palsy_findings(pred)
+                fractions[name].append(fraction)
+                pred_sides[name].append(side)
+                predictions[name] = pred
+            if index in example_rows:
+                examples.append(Example(row.image, sample.image, sample.mask, predictions))
+
+    models: dict[str, ModelEvaluation] = {}
+    for name, (model, meta) in loaded.items():
+        threshold = float(meta.get("palsy_threshold", 0.0))
+        metrics = seg_metrics(confusion[name].matrix)
+        metrics.update(
+            image_level_metrics(
+                fractions[name], true_palsy, pred_sides[name], true_sides, threshold
+            )
+        )
+        metrics["palsy_threshold"] = threshold
+        metrics["latency_ms"] = 1000.0 * float(np.mean(latencies[name]))
+        metrics["params"] = float(sum(p.numel() for p in model.parameters()))
+        models[name] = ModelEvaluation(name, metrics, confusion[name].matrix.copy())
+        log.info(
+            "%s on %s: mean F1 %.4f, mIoU %.4f, FPP F1 %.4f, %.1f ms/image",
+            name,
+            test_dir,
+            metrics["mean_f1"],
+            metrics["miou"],
+            metrics["f1_fpp"],
+            metrics["latency_ms"],
+        )
+    report = EvaluationReport(
+        dataset=str(test_dir),
+        candidate=candidate,
+        models=models,
+        checkpoints={name: str(path) for name, path in checkpoints.items()},
+        examples=examples,
+    )
+    if out_dir is not None:
+        report.save(out_dir)
+    return report
+
+
+# ----------------------------------------------------------------------------------------------
+# Plots (matplotlib's object API on an Agg canvas: no pyplot global state, no display)
+
+
+def _figure(width: float, height: float) -> Any:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(width, height), dpi=100, layout="constrained")
+    FigureCanvasAgg(figure)
+    return figure
+
+
+def _save_figure(figure: Any, path: Path) -> Path:
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, format="png")
+    return path
+
+
+def _plot_confusion(evaluation: ModelEvaluation, path: Path) -> Path:
+    matrix = evaluation.confusion.astype(np.float64)
+    totals = matrix.sum(axis=1, keepdims=True)
+    normalised = np.divide(matrix, totals, out=np.zeros_like(matrix), where=totals > 0)
+    figure = _figure(6.0, 5.2)
+    axes = figure.add_subplot()
+    image = axes.imshow(normalised, vmin=0.0, vmax=1.0, cmap="Blues")
+    ticks = range(len(LABEL_NAMES))
+    axes.set_xticks(ticks, LABEL_NAMES, rotation=45, ha="right")
+    axes.set_yticks(ticks, LABEL_NAMES)
+    axes.set_xlabel("predicted")
+    axes.set_ylabel("true (rows sum to 1)")
+    axes.set_title(f"{evaluation.name}: confusion matrix")
+    for (row, col), value in np.ndenumerate(normalised):
+        if totals[row, 0] > 0:
+            colour = "white" if value > 0.6 else "black"
+            axes.text(col, row, f"{value:.2f}", ha="center", va="center", fontsize=7, color=colour)
+    figure.colorbar(image, ax=axes, shrink=0.8)
+    return _save_figure(figure, path)
+
+
+def _plot_f1_bars(report: EvaluationReport, path: Path) -> Path:
+    names = list(report.models)
+    classes = list(LABEL_NAMES[1:])  # the paper's tables compare the face classes
+    width = 0.8 / max(len(names), 1)
+    figure = _figure(8.0, 4.0)
+    axes = figure.add_subplot()
+    positions = np.arange(len(classes))
+    for i, name in enumerate(names):
+        values = [report.models[name].metrics.get(f"f1_{c}", math.nan) for c in classes]
+        values = [0.0 if not math.isfinite(v) else v for v in values]
+        label = f"{name} (candidate)" if name == report.candidate else name
+        axes.bar(positions + (i - (len(names) - 1) / 2) * width, values, width, label=label)
+    axes.set_xticks(positions, classes)
+    axes.set_ylim(0.0, 1.0)
+    axes.set_ylabel("F1 (eq. 9)")
+    axes.set_title("per-class F1 on the test split")
+    axes.legend(fontsize=8)
+    return _save_figure(figure, path)
+
+
+def colorize(mask: np.ndarray) -> np.ndarray:
+    """A label map as an RGB image in :data:`palsyseg.labels.PALETTE` colours."""
+    lut = np.array([PALETTE[Label(v)] for v in range(NUM_CLASSES)], dtype=np.uint8)
+    return lut[np.clip(mask, 0, NUM_CLASSES - 1)]
+
+
+def _plot_examples(report: EvaluationReport, path: Path) -> Path:
+    names = list(report.models)
+    columns = 2 + len(names)
+    rows = len(report.examples)
+    figure = _figure(2.0 * columns, 2.1 * rows)
+    for r, example in enumerate(report.examples):
+        panels = [("image", example.rgb), ("truth", colorize(example.truth))]
+        panels += [(name, colorize(example.predictions[name])) for name in names]
+        for c, (title, picture) in enumerate(panels):
+            axes = figure.add_subplot(rows, columns, r * columns + c + 1)
+            axes.imshow(picture)
+            axes.set_xticks([])
+            axes.set_yticks([])
+            if r == 0:
+                axes.set_title(title, fontsize=9)
+            if c == 0:
+                axes.set_ylabel(Path(example.image).name, fontsize=7)
+    return _save_figure(figure, path)

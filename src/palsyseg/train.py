@@ -1,0 +1,843 @@
+"""Train one segmentation model on a contract dataset split: single process or ``torchrun`` DDP.
+
+Follows the paper's §4.3: SGD with momentum 0.9, batch size 32, 300 epochs, 250×250 inputs,
+random rotation (±10°) and scaling (0.75–1.25) — :class:`TrainConfig`'s defaults. The learning
+rate follows the "poly" schedule, ``lr · (1 − it / total)^power`` per iteration (the paper gives
+no schedule; poly is the DeepLab convention for segmentation).
+
+What a run promises:
+
+- **Checkpoints.** After every epoch ``OUT/last.pt`` is written atomically with everything needed
+  to continue: model, optimizer, scheduler and AMP-scaler states, epoch, best-so-far, history and
+  the RNG states (python, numpy, torch, CUDA). ``resume=True`` continues from it exactly: data
+  order and augmentation are functions of ``(seed, epoch, index)``, so on CPU with deterministic
+  algorithms a resumed run ends with the same weights as an uninterrupted one.
+- **Validation** every epoch on ``val_dir`` with :mod:`palsyseg.metrics`; the model with the
+  best FPP F1 (``f1_fpp``, ties broken by ``mean_f1``, then the earlier epoch) is kept as
+  ``OUT/best.pt`` together with the palsy threshold chosen on validation
+  (:func:`~palsyseg.metrics.choose_palsy_threshold`). ``OUT/history.json`` holds every epoch.
+- **Checkpoint files** hold plain types and tensors only, so they load with
+  ``torch.load(..., weights_only=True)``; :func:`load_checkpoint_model` rebuilds the model by
+  name through :func:`palsyseg.models.create_model`.
+- **Devices.** AMP and channels-last run only on CUDA. Under ``torchrun`` (``WORLD_SIZE > 1``)
+  the model is wrapped in DDP (gloo on CPU, nccl on CUDA), ``batch_size`` is the *global* batch
+  split evenly over the ranks, and rank 0 alone validates, logs and writes files.
+
+The ``on_epoch_end(epoch, metrics)`` callback (rank 0, after the epoch's checkpoint is on disk)
+is how the tracking layer logs per-epoch metrics; nothing here knows about MLflow.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import logging
+import math
+import os
+import pickle
+import random
+import time
+import zipfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from palsyseg.atomic import atomic_path, atomic_write_text
+from palsyseg.errors import ConfigError, PalsysegError, Problem
+from palsyseg.labels import LABEL_NAMES, NUM_CLASSES, SIDES
+from palsyseg.losses import LossConfig, SegmentationLoss
+from palsyseg.models import create_model, list_models
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_FORMAT = "palsyseg.checkpoint"
+CHECKPOINT_VERSION = 1
+LAST_CHECKPOINT = "last.pt"
+BEST_CHECKPOINT = "best.pt"
+HISTORY_FILE = "history.json"
+
+# Settings a resumed run must share with the run that wrote the checkpoint; the rest (epochs,
+# workers, device, AMP) may change between the two.
+_RESUME_MUST_MATCH = (
+    "model",
+    "model_kwargs",
+    "image_size",
+    "batch_size",
+    "lr",
+    "momentum",
+    "weight_decay",
+    "poly_power",
+    "seed",
+    "loss",
+)
+
+
+@dataclass
+class TrainConfig:
+    """Training settings; the defaults are the paper's (§4.3)."""
+
+    model: str = "palsynet"
+    epochs: int = 300
+    batch_size: int = 32
+    """The global batch: under DDP each of the N ranks takes ``batch_size / N``."""
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    poly_power: float = 0.9
+    image_size: int = 250
+    seed: int = 7
+    num_workers: int = 0
+    amp: bool = True
+    """Mixed precision (bf16 where supported, else fp16 with loss scaling); CUDA only."""
+    channels_last: bool = True
+    """NHWC memory format; CUDA only."""
+    device: str = "auto"
+    """``auto`` (CUDA when available), ``cpu``, ``cuda`` or ``cuda:N``."""
+    loss: LossConfig = field(default_factory=LossConfig)
+    model_kwargs: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.model not in list_models():
+            raise ValueError(
+                f"unknown model {self.model!r}; valid names: {', '.join(list_models())}"
+            )
+        for name in ("epochs", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.image_size < 32:
+            raise ValueError(f"image_size must be at least 32 pixels, got {self.image_size}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be positive, got {self.lr}")
+        if not 0 <= self.momentum < 1:
+            raise ValueError(f"momentum must be in [0, 1), got {self.momentum}")
+        if self.weight_decay < 0 or self.poly_power < 0 or self.num_workers < 0:
+            raise ValueError("weight_decay, poly_power and num_workers must not be negative")
+        if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
+            raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain types only (stored in checkpoints that load with ``weights_only=True``)."""
+        return _plain(dataclasses.asdict(self))
+
+
+@dataclass
+class TrainResult:
+    """What a finished run produced; ``history`` has one dict per epoch (see :func:`train_model`)."""
+
+    model_name: str
+    best_checkpoint: Path
+    last_checkpoint: Path
+    best_epoch: int
+    history: list[dict[str, float]]
+    best_val_metrics: dict[str, float]
+    palsy_threshold: float
+
+
+class CheckpointError(PalsysegError):
+    """A checkpoint is missing, unreadable, foreign, or does not fit the run."""
+
+
+class TrainingError(PalsysegError):
+    """Training cannot go on (a non-finite loss, too little data)."""
+
+
+# ----------------------------------------------------------------------------------------------
+# Checkpoints
+
+
+def _plain(value: Any) -> Any:
+    """Recursively turn tuples/Paths/numpy scalars into types ``weights_only`` loading accepts."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def _unpickler_reason(message: str) -> str:
+    """The one informative line of torch's long weights_only refusal message."""
+    _, _, rest = message.partition("WeightsUnpickler error:")
+    lines = [line.strip() for line in (rest or message).splitlines() if line.strip()]
+    reason = lines[0] if lines else "unpickling refused"
+    return reason.split(" was not an allowed global")[0]
+
+
+def read_checkpoint(path: str | os.PathLike[str], map_location: str = "cpu") -> dict[str, Any]:
+    """Load a palsyseg checkpoint with ``weights_only=True`` and check its format.
+
+    Raises :class:`CheckpointError` naming the file when it is missing, not a torch file,
+    truncated, holds pickled objects beyond plain types and tensors, or is not ours.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(Problem(file=str(path), rule="checkpoint file does not exist"))
+    try:
+        data = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise CheckpointError(
+            Problem(
+                file=str(path),
+                rule="refused: not a plain-weights torch file, so it is not unpickled "
+                f"(weights_only=True: {_unpickler_reason(str(exc))})",
+            )
+        ) from None
+    except (RuntimeError, EOFError, ValueError, OSError, zipfile.BadZipFile) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(
+            Problem(
+                file=str(path),
+                rule=f"not a readable torch checkpoint (corrupt or truncated: {first})",
+            )
+        ) from None
+    if not isinstance(data, dict) or data.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(
+            Problem(
+                file=str(path),
+                rule=f"not a palsyseg checkpoint (no format={CHECKPOINT_FORMAT!r} entry; "
+                "a bare state_dict or another tool's file?)",
+            )
+        )
+    if data.get("version") != CHECKPOINT_VERSION:
+        raise CheckpointError(
+            Problem(
+                file=str(path),
+                rule=f"checkpoint format version {data.get('version')!r} is not supported "
+                f"(this palsyseg reads version {CHECKPOINT_VERSION})",
+            )
+        )
+    for key in ("model_state", "metadata"):
+        if not isinstance(data.get(key), dict):
+            raise CheckpointError(
+                Problem(file=str(path), rule=f"checkpoint has no {key!r} mapping")
+            )
+    return data
+
+
+def load_checkpoint_model(
+    path: str | os.PathLike[str], map_location: str = "cpu"
+) -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild the model a checkpoint was trained as, load its weights, return it in eval mode.
+
+    Returns ``(model, metadata)``; metadata holds plain types: ``model_name``, ``num_classes``,
+    ``image_size``, ``palsy_threshold``, ``train_config`` (dict), ``epoch``, ``val_metrics``,
+    ``label_names``. Raises :class:`CheckpointError` for anything that is not a loadable
+    palsyseg checkpoint (see :func:`read_checkpoint`) or whose weights do not fit the model.
+    """
+    data = read_checkpoint(path, map_location)
+    meta = data["metadata"]
+    try:
+        name, num_classes = meta["model_name"], int(meta["num_classes"])
+        kwargs = dict(meta.get("train_config", {}).get("model_kwargs", {}))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(Problem(file=str(path), rule=f"metadata lacks {exc}")) from None
+    try:
+        model = create_model(name, num_classes=num_classes, **kwargs)
+    except (ValueError, TypeError) as exc:
+        raise CheckpointError(
+            Problem(file=str(path), rule=f"cannot rebuild the model: {exc}")
+        ) from None
+    try:
+        model.load_state_dict(data["model_state"], strict=True)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise CheckpointError(
+            Problem(file=str(path), rule=f"weights do not fit model {name!r}: {first}")
+        ) from None
+    model.to(map_location).eval()
+    return model, meta
+
+
+def _save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+
+
+# ----------------------------------------------------------------------------------------------
+# Random state, devices, processes
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _rng_state() -> dict[str, Any]:
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    version, internal, gauss = random.getstate()
+    return {
+        "python": [version, list(internal), gauss],
+        "numpy": [name, keys.tolist(), int(pos), int(has_gauss), float(cached)],
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def _restore_rng_state(state: dict[str, Any]) -> None:
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        with contextlib.suppress(RuntimeError, IndexError):  # fewer GPUs than when saved
+            torch.cuda.set_rng_state_all(state["cuda"])
+
+
+@dataclass
+class _Processes:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    initialized_here: bool = False
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def _resolve_device(requested: str, local_rank: int) -> torch.device:
+    if requested == "auto":
+        requested = "cuda" if torch.cuda.is_available() else "cpu"
+    if requested.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device {requested!r} asked for, but CUDA is not available here")
+        return torch.device(requested if ":" in requested else f"cuda:{local_rank}")
+    return torch.device("cpu")
+
+
+def _start_processes(config: TrainConfig) -> tuple[_Processes, torch.device]:
+    """Join the ``torchrun`` process group when ``WORLD_SIZE > 1`` (gloo on CPU, nccl on CUDA)."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    device = _resolve_device(config.device, local_rank)
+    if world_size <= 1:
+        return _Processes(), device
+    import torch.distributed as dist
+
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    initialized_here = False
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+        initialized_here = True
+    procs = _Processes(dist.get_rank(), dist.get_world_size(), local_rank, initialized_here)
+    return procs, device
+
+
+@contextlib.contextmanager
+def _deterministic(device: torch.device) -> Iterator[None]:
+    """Deterministic algorithms on CPU (warn-only), cudnn autotuning on CUDA; restored afterwards."""
+    was = torch.are_deterministic_algorithms_enabled()
+    was_warn = torch.is_deterministic_algorithms_warn_only_enabled()
+    was_benchmark = torch.backends.cudnn.benchmark
+    if device.type == "cpu":
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    else:
+        torch.backends.cudnn.benchmark = True
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(was, warn_only=was_warn)
+        torch.backends.cudnn.benchmark = was_benchmark
+
+
+# ----------------------------------------------------------------------------------------------
+# One epoch of training, one pass of validation
+
+
+def _poly_factor(total_steps: int, power: float) -> Callable[[int], float]:
+    def factor(step: int) -> float:
+        return (1.0 - min(step, total_steps) / total_steps) ** power
+
+    return factor
+
+
+def _to_float32(outputs: Any) -> Any:
+    """Cast floating tensors in a model's output dict (or list) to float32 for the loss."""
+    if isinstance(outputs, torch.Tensor):
+        return outputs.float() if outputs.is_floating_point() else outputs
+    if isinstance(outputs, dict):
+        return {k: _to_float32(v) for k, v in outputs.items()}
+    if isinstance(outputs, list | tuple):
+        return type(outputs)(_to_float32(v) for v in outputs)
+    return outputs
+
+
+class _TrainStep(nn.Module):
+    """Model and loss as one module, so DDP synchronises the loss's own parameters too."""
+
+    def __init__(self, model: nn.Module, criterion: nn.Module, amp_dtype: torch.dtype | None):
+        super().__init__()
+        self.model = model
+        self.criterion = criterion
+        self.amp_dtype = amp_dtype
+
+    def forward(
+        self, image: torch.Tensor, mask: torch.Tensor, depth: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        with _autocast(image.device, self.amp_dtype):
+            outputs = self.model(image)
+        # the loss in float32: boundary/HIST/depth terms are sensitive to half precision
+        return self.criterion(_to_float32(outputs), mask, depth)
+
+
+def _autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+@torch.inference_mode()
+def validate(
+    model: nn.Module,
+    loader: Any,
+    device: torch.device,
+    *,
+    amp_dtype: torch.dtype | None = None,
+    channels_last: bool = False,
+) -> tuple[dict[str, float], float]:
+    """Segmentation metrics (eq. 9–11) and image-level palsy metrics on a validation loader.
+
+    Returns ``(metrics, palsy_threshold)``: the threshold is chosen on these images
+    (:func:`~palsyseg.metrics.choose_palsy_threshold`) and the image-level metrics use it.
+    """
+    from palsyseg.metrics import (
+        ConfusionMatrix,
+        choose_palsy_threshold,
+        image_level_metrics,
+        palsy_findings,
+        segmentation_metrics,
+    )
+
+    was_training = model.training
+    model.eval()
+    confusion = ConfusionMatrix(NUM_CLASSES)
+    fractions: list[float] = []
+    true_palsy: list[bool] = []
+    pred_sides: list[str] = []
+    true_sides: list[str] = []
+    for batch in loader:
+        image = batch["image"].to(device)
+        if channels_last:
+            image = image.contiguous(memory_format=torch.channels_last)
+        with _autocast(device, amp_dtype):
+            logits = model(image)["logits"]
+        pred = logits.argmax(dim=1).cpu()
+        confusion.update(pred, batch["mask"])
+        for i in range(pred.shape[0]):
+            fraction, side = palsy_findings(pred[i].numpy())
+            fractions.append(fraction)
+            pred_sides.append(side)
+        true_palsy += [bool(p) for p in batch["palsy"].tolist()]
+        true_sides += [SIDES[s] for s in batch["affected_side"].tolist()]
+    model.train(was_training)
+    threshold = choose_palsy_threshold(fractions, true_palsy)
+    metrics = segmentation_metrics(confusion.matrix)
+    metrics.update(image_level_metrics(fractions, true_palsy, pred_sides, true_sides, threshold))
+    return metrics, threshold
+
+
+def _selection_key(metrics: dict[str, float]) -> tuple[float, float]:
+    """Best model = highest FPP F1, then highest mean F1 (NaN counts as worst)."""
+
+    def finite(value: float | None) -> float:
+        return -1.0 if value is None or math.isnan(value) else float(value)
+
+    return finite(metrics.get("f1_fpp")), finite(metrics.get("mean_f1"))
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+# ----------------------------------------------------------------------------------------------
+# The run
+
+
+def _check_resume_config(path: Path, saved: dict[str, Any], config: TrainConfig) -> None:
+    current = config.to_dict()
+    problems = [
+        Problem(
+            file=str(path),
+            rule=f"cannot resume: {key} was {saved.get(key)!r} in the checkpoint, now {current[key]!r}",
+        )
+        for key in _RESUME_MUST_MATCH
+        if saved.get(key) != current[key]
+    ]
+    if problems:
+        raise ConfigError(problems)
+    if saved.get("epochs") != config.epochs:
+        log.warning(
+            "resuming with epochs=%s (checkpoint: %s): the poly schedule is stretched from here on",
+            config.epochs,
+            saved.get("epochs"),
+        )
+
+
+def _make_loaders(
+    train_dir: Path, val_dir: Path, config: TrainConfig, procs: _Processes, device: torch.device
+) -> tuple[Any, Any, Any, Any]:
+    from torch.utils.data import DataLoader, DistributedSampler
+
+    from palsyseg.data.augment import TrainAugmentation
+    from palsyseg.data.torch_dataset import SegmentationDataset
+
+    if config.batch_size % procs.world_size:
+        raise ConfigError(
+            f"batch_size {config.batch_size} does not split evenly over {procs.world_size} processes"
+        )
+    per_rank_batch = config.batch_size // procs.world_size
+    train_set = SegmentationDataset(
+        train_dir, image_size=config.image_size, augment=TrainAugmentation(), seed=config.seed
+    )
+    val_set = SegmentationDataset(val_dir, image_size=config.image_size)
+    # The shuffle order is a function of (seed, epoch) (DistributedSampler.set_epoch), also for a
+    # single process, so a resumed run draws the same order as an uninterrupted one.
+    sampler = DistributedSampler(
+        train_set,
+        num_replicas=procs.world_size,
+        rank=procs.rank,
+        shuffle=True,
+        seed=config.seed,
+    )
+    per_rank = len(sampler)
+    if per_rank < 2:
+        raise TrainingError(
+            f"{train_dir}: {len(train_set)} training image(s) give {per_rank} per process; "
+            "batch normalisation needs at least 2"
+        )
+    # Full batches only, so BatchNorm never sees a batch of one; a split smaller than one batch
+    # trains as a single smaller batch.
+    drop_last = per_rank >= per_rank_batch
+    common = {
+        "num_workers": config.num_workers,
+        "pin_memory": device.type == "cuda",
+        "persistent_workers": False,  # workers must see the Dataset's epoch (set_epoch) afresh
+    }
+    train_loader = DataLoader(
+        train_set, batch_size=per_rank_batch, sampler=sampler, drop_last=drop_last, **common
+    )
+    val_loader = DataLoader(val_set, batch_size=per_rank_batch, shuffle=False, **common)
+    return train_set, sampler, train_loader, val_loader
+
+
+def _result(out_dir: Path, config: TrainConfig, state: dict[str, Any]) -> TrainResult:
+    return TrainResult(
+        model_name=config.model,
+        best_checkpoint=out_dir / BEST_CHECKPOINT,
+        last_checkpoint=out_dir / LAST_CHECKPOINT,
+        best_epoch=int(state["best_epoch"]),
+        history=list(state["history"]),
+        best_val_metrics=dict(state["best_val_metrics"]),
+        palsy_threshold=float(state["best_threshold"]),
+    )
+
+
+def train_model(
+    train_dir: str | os.PathLike[str],
+    val_dir: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    config: TrainConfig,
+    *,
+    resume: bool = False,
+    on_epoch_end: Callable[[int, dict[str, float]], None] | None = None,
+) -> TrainResult:
+    """Train ``config.model`` on ``train_dir``, validate on ``val_dir``, checkpoint into ``out_dir``.
+
+    ``history`` entries hold ``epoch`` (1-based), ``train_loss`` (and ``train_<term>`` per loss
+    term), ``lr`` (at the epoch's end), ``epoch_seconds`` and ``val_<metric>`` for every key of
+    :func:`palsyseg.metrics.segmentation_metrics` and :func:`palsyseg.metrics.image_level_metrics`
+    plus ``val_palsy_threshold``. ``on_epoch_end(epoch, entry)`` runs on rank 0 after the epoch's
+    checkpoint is on disk, so an exception there stops the run at a resumable point.
+
+    ``resume=True`` continues from ``out_dir/last.pt`` (fresh start if there is none); without it
+    an ``out_dir`` that already holds a run is refused rather than overwritten. Every process of
+    a ``torchrun`` job returns the same :class:`TrainResult`.
+    """
+    train_dir, val_dir, out_dir = Path(train_dir), Path(val_dir), Path(out_dir)
+    last_path, best_path = out_dir / LAST_CHECKPOINT, out_dir / BEST_CHECKPOINT
+    if not resume and (last_path.exists() or best_path.exists()):
+        raise CheckpointError(
+            Problem(
+                file=str(out_dir),
+                rule="already holds a training run (last.pt/best.pt); resume it (--resume) "
+                "or choose another output directory",
+            )
+        )
+    procs, device = _start_processes(config)
+    try:
+        with _deterministic(device):
+            result = _train(
+                train_dir, val_dir, out_dir, config, procs, device, resume, on_epoch_end
+            )
+        if procs.world_size > 1:
+            import torch.distributed as dist
+
+            shared = [result]
+            dist.broadcast_object_list(shared, src=0)
+            result = shared[0]
+        return result
+    finally:
+        if procs.initialized_here:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+
+
+def _train(
+    train_dir: Path,
+    val_dir: Path,
+    out_dir: Path,
+    config: TrainConfig,
+    procs: _Processes,
+    device: torch.device,
+    resume: bool,
+    on_epoch_end: Callable[[int, dict[str, float]], None] | None,
+) -> TrainResult | None:
+    last_path, best_path = out_dir / LAST_CHECKPOINT, out_dir / BEST_CHECKPOINT
+    cuda = device.type == "cuda"
+    amp_dtype: torch.dtype | None = None
+    if cuda and config.amp:
+        amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    channels_last = cuda and config.channels_last
+
+    _seed_everything(config.seed)
+    train_set, sampler, train_loader, val_loader = _make_loaders(
+        train_dir, val_dir, config, procs, device
+    )
+    model = create_model(config.model, num_classes=NUM_CLASSES, **config.model_kwargs).to(device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    # The HIST loss owns parameters (class means, HGNN): they train with the model, sit in the
+    # optimizer, the checkpoint and, under DDP, the gradient all-reduce.
+    criterion = SegmentationLoss(config.loss, num_classes=NUM_CLASSES).to(device)
+    step_module = _TrainStep(model, criterion, amp_dtype)
+    optimizer = torch.optim.SGD(
+        step_module.parameters(),
+        lr=config.lr,
+        momentum=config.momentum,
+        weight_decay=config.weight_decay,
+    )
+    steps_per_epoch = len(train_loader)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, _poly_factor(config.epochs * steps_per_epoch, config.poly_power)
+    )
+    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
+
+    state: dict[str, Any] = {
+        "epoch": 0,
+        "best_key": [-math.inf, -math.inf],
+        "best_epoch": 0,
+        "best_val_metrics": {},
+        "best_threshold": 0.0,
+        "history": [],
+    }
+    if resume and last_path.exists():
+        checkpoint = read_checkpoint(last_path, map_location=str(device))
+        if "training" not in checkpoint:
+            raise CheckpointError(
+                Problem(file=str(last_path), rule="holds no training state to resume from")
+            )
+        _check_resume_config(last_path, checkpoint["metadata"].get("train_config", {}), config)
+        training = checkpoint["training"]
+        model.load_state_dict(checkpoint["model_state"])
+        criterion.load_state_dict(training["loss_state"])
+        optimizer.load_state_dict(training["optimizer"])
+        scheduler.load_state_dict(training["scheduler"])
+        if training.get("scaler"):
+            scaler.load_state_dict(training["scaler"])
+        state = {key: training[key] for key in state}
+        _restore_rng_state(training["rng"])
+        log.info("resumed %s from %s after epoch %d", config.model, last_path, state["epoch"])
+    elif resume:
+        log.info("no %s in %s: starting %s from scratch", LAST_CHECKPOINT, out_dir, config.model)
+
+    train_step: nn.Module = step_module
+    if procs.world_size > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        train_step = DistributedDataParallel(
+            step_module,
+            device_ids=[device.index] if cuda else None,
+            find_unused_parameters=True,  # ablations and aux heads leave some parameters idle
+        )
+
+    if state["epoch"] >= config.epochs:
+        log.info("%s already trained for %d epochs", config.model, state["epoch"])
+        return _result(out_dir, config, state)
+
+    from rich.progress import TextColumn
+
+    from palsyseg.progress import progress_bar
+
+    bar = progress_bar(TextColumn("{task.fields[status]}")) if procs.is_main else None
+    with bar or contextlib.nullcontext():
+        epochs_task = batches_task = None
+        if bar is not None:
+            epochs_task = bar.add_task(
+                f"{config.model} epochs", total=config.epochs, completed=state["epoch"], status=""
+            )
+            batches_task = bar.add_task("batches", total=steps_per_epoch, status="")
+        for epoch in range(state["epoch"], config.epochs):
+            started = time.perf_counter()
+            sampler.set_epoch(epoch)
+            train_set.set_epoch(epoch)
+            step_module.train()
+            sums: dict[str, float] = {}
+            seen = 0
+            if bar is not None:
+                bar.reset(batches_task, total=steps_per_epoch, description=f"epoch {epoch + 1}")
+            for step, batch in enumerate(train_loader):
+                image = batch["image"].to(device, non_blocking=True)
+                if channels_last:
+                    image = image.contiguous(memory_format=torch.channels_last)
+                mask = batch["mask"].to(device, non_blocking=True)
+                depth = batch["depth"].to(device, non_blocking=True)
+                loss, terms = train_step(image, mask, depth)
+                if not torch.isfinite(loss):
+                    raise TrainingError(
+                        f"{config.model}: loss became {loss.item()} at epoch {epoch + 1}, step "
+                        f"{step + 1} (lr {scheduler.get_last_lr()[0]:.3g}); lower the learning rate"
+                    )
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+                scheduler.step()
+                n = image.shape[0]
+                seen += n
+                sums["loss"] = sums.get("loss", 0.0) + loss.item() * n
+                for term, value in terms.items():
+                    sums[term] = sums.get(term, 0.0) + float(value) * n
+                if bar is not None:
+                    bar.update(batches_task, advance=1, status=f"loss {sums['loss'] / seen:.4f}")
+            train_means = _reduce_means(sums, seen, procs, device)
+            entry: dict[str, float] = {"epoch": epoch + 1, "train_loss": train_means.pop("loss")}
+            entry.update({f"train_{k}": v for k, v in train_means.items() if k != "total"})
+            entry["lr"] = float(scheduler.get_last_lr()[0])
+
+            if procs.is_main:
+                metrics, threshold = validate(
+                    model, val_loader, device, amp_dtype=amp_dtype, channels_last=channels_last
+                )
+                entry.update({f"val_{k}": float(v) for k, v in metrics.items()})
+                entry["val_palsy_threshold"] = float(threshold)
+                entry["epoch_seconds"] = time.perf_counter() - started
+                state["history"].append(entry)
+                state["epoch"] = epoch + 1
+                key = list(_selection_key(metrics))
+                metadata = _metadata(config, epoch + 1, metrics, threshold)
+                if key > state["best_key"]:
+                    state.update(
+                        best_key=key,
+                        best_epoch=epoch + 1,
+                        best_val_metrics=dict(metrics),
+                        best_threshold=float(threshold),
+                    )
+                    _save_checkpoint(
+                        best_path,
+                        {
+                            "format": CHECKPOINT_FORMAT,
+                            "version": CHECKPOINT_VERSION,
+                            "model_state": model.state_dict(),
+                            "metadata": metadata,
+                        },
+                    )
+                _save_checkpoint(
+                    last_path,
+                    {
+                        "format": CHECKPOINT_FORMAT,
+                        "version": CHECKPOINT_VERSION,
+                        "model_state": model.state_dict(),
+                        "metadata": metadata,
+                        "training": {
+                            **state,
+                            "optimizer": optimizer.state_dict(),
+                            "scheduler": scheduler.state_dict(),
+                            "loss_state": criterion.state_dict(),
+                            "scaler": scaler.state_dict() if scaler.is_enabled() else None,
+                            "rng": _rng_state(),
+                        },
+                    },
+                )
+                atomic_write_text(
+                    out_dir / HISTORY_FILE, json.dumps(_json_safe(state["history"]), indent=1)
+                )
+                log.info(
+                    "%s epoch %d/%d: loss %.4f, val mean F1 %.4f, mIoU %.4f, FPP F1 %.4f (%.1fs)",
+                    config.model,
+                    epoch + 1,
+                    config.epochs,
+                    entry["train_loss"],
+                    entry["val_mean_f1"],
+                    entry["val_miou"],
+                    entry["val_f1_fpp"],
+                    entry["epoch_seconds"],
+                )
+                if bar is not None:
+                    bar.update(
+                        epochs_task,
+                        advance=1,
+                        status=f"loss {entry['train_loss']:.4f} | val mF1 "
+                        f"{entry['val_mean_f1']:.3f} mIoU {entry['val_miou']:.3f} "
+                        f"FPP F1 {entry['val_f1_fpp']:.3f}",
+                    )
+                if on_epoch_end is not None:
+                    on_epoch_end(epoch + 1, dict(entry))
+            else:
+                state["epoch"] = epoch + 1
+            if procs.world_size > 1:
+                import torch.distributed as dist
+
+                dist.barrier()
+    return _result(out_dir, config, state) if procs.is_main else None
+
+
+def _reduce_means(
+    sums: dict[str, float], seen: int, procs: _Processes, device: torch.device
+) -> dict[str, float]:
+    """Sample-weighted means of the epoch's loss terms over every rank."""
+    keys = sorted(sums)
+    if procs.world_size > 1:
+        import torch.distributed as dist
+
+        totals = torch.tensor(
+            [sums[k] for k in keys] + [float(seen)], dtype=torch.float64, device=device
+        )
+        dist.all_reduce(totals)
+        values = totals.tolist()
+        return {k: values[i] / values[-1] for i, k in enumerate(keys)}
+    return {k: sums[k] / max(seen, 1) for k in keys}
+
+
+def _metadata(
+    config: TrainConfig, epoch: int, metrics: dict[str, float], threshold: float
+) -> dict[str, Any]:
+    return {
+        "model_name": config.model,
+        "num_classes": NUM_CLASSES,
+        "label_names": list(LABEL_NAMES),
+        "image_size": config.image_size,
+        "palsy_threshold": float(threshold),
+        "epoch": epoch,
+        "val_metrics": {k: float(v) for k, v in metrics.items()},
+        "train_config": config.to_dict(),
+        "torch_version": str(torch.__version__),
+    }

@@ -1,0 +1,320 @@
+"""The training loop: checkpoints, exact resume, determinism, best-model selection, errors, CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from palsyseg import train as train_module
+from palsyseg.errors import ConfigError
+from palsyseg.train import (
+    CheckpointError,
+    TrainConfig,
+    load_checkpoint_model,
+    read_checkpoint,
+    train_model,
+)
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> None:
+    """One intra-op thread: on a shared 2-core machine more threads spin against each other."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+# Tiny and CPU-only: 6 synthetic patients × 2 images of 64 px, trained at 32 px in batches of 3.
+TINY = {"epochs": 1, "batch_size": 3, "image_size": 32, "device": "cpu", "seed": 3}
+
+
+@pytest.fixture(scope="module")
+def split(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from palsyseg.data.synth import SynthConfig, generate_dataset
+    from palsyseg.split import SplitConfig, split_dataset
+
+    root = tmp_path_factory.mktemp("tiny")
+    generate_dataset(root / "data", SynthConfig(patients=6, seed=1, size=64, images_per_patient=2))
+    split_dataset(root / "data", root / "split", SplitConfig(seed=1))
+    return root / "split"
+
+
+def weights(path: Path) -> dict[str, torch.Tensor]:
+    return read_checkpoint(path)["model_state"]
+
+
+def comparable(history: list[dict[str, float]]) -> list[dict[str, object]]:
+    """History without wall times, NaN made comparable (NaN != NaN)."""
+    return [
+        {k: "nan" if v != v else v for k, v in entry.items() if k != "epoch_seconds"}
+        for entry in history
+    ]
+
+
+def assert_same_weights(a: Path, b: Path) -> None:
+    wa, wb = weights(a), weights(b)
+    assert wa.keys() == wb.keys()
+    for key in wa:
+        assert torch.equal(wa[key], wb[key]), f"{key} differs"
+
+
+def test_one_epoch_writes_checkpoints_history_and_a_loadable_model(
+    split: Path, tmp_path: Path
+) -> None:
+    seen: list[tuple[int, dict[str, float]]] = []
+    result = train_model(
+        split / "train",
+        split / "val",
+        tmp_path / "run",
+        TrainConfig(**TINY),
+        on_epoch_end=lambda epoch, metrics: seen.append((epoch, metrics)),
+    )
+    assert result.last_checkpoint.is_file() and result.best_checkpoint.is_file()
+    assert result.best_epoch == 1 and len(result.history) == 1
+    entry = result.history[0]
+    for key in (
+        "epoch",
+        "train_loss",
+        "lr",
+        "val_mean_f1",
+        "val_miou",
+        "val_f1_fpp",
+        "val_pixel_accuracy",
+        "val_palsy_sensitivity",
+        "val_palsy_threshold",
+    ):
+        assert key in entry
+    assert seen == [(1, entry)]
+    assert json.loads((tmp_path / "run" / "history.json").read_text())[0]["epoch"] == 1
+    # every file in the run directory is a finished one (atomic writes leave no temp files)
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == [
+        "best.pt",
+        "history.json",
+        "last.pt",
+    ]
+
+    model, meta = load_checkpoint_model(result.best_checkpoint)
+    assert not model.training
+    assert meta["model_name"] == "palsynet" and meta["image_size"] == 32
+    assert meta["palsy_threshold"] == result.palsy_threshold
+    assert meta["train_config"]["batch_size"] == 3
+    with torch.inference_mode():
+        logits = model(torch.zeros(1, 3, 32, 32))["logits"]
+    assert logits.shape == (1, 7, 32, 32)
+
+
+def test_resume_after_a_stop_equals_an_uninterrupted_run(split: Path, tmp_path: Path) -> None:
+    config = TrainConfig(**{**TINY, "epochs": 4})
+    full = train_model(split / "train", split / "val", tmp_path / "full", config)
+
+    class Killed(Exception):
+        pass
+
+    def stop_after_two(epoch: int, _: dict[str, float]) -> None:
+        if epoch == 2:
+            raise Killed
+
+    with pytest.raises(Killed):
+        train_model(
+            split / "train", split / "val", tmp_path / "cut", config, on_epoch_end=stop_after_two
+        )
+    assert read_checkpoint(tmp_path / "cut" / "last.pt")["training"]["epoch"] == 2
+
+    resumed_epochs: list[int] = []
+    resumed = train_model(
+        split / "train",
+        split / "val",
+        tmp_path / "cut",
+        config,
+        resume=True,
+        on_epoch_end=lambda epoch, _: resumed_epochs.append(epoch),
+    )
+    assert resumed_epochs == [3, 4]
+    assert_same_weights(full.last_checkpoint, resumed.last_checkpoint)
+    assert comparable(full.history) == comparable(resumed.history)
+    assert resumed.best_epoch == full.best_epoch
+
+    # resuming a finished run trains nothing and returns the same result
+    done = train_model(split / "train", split / "val", tmp_path / "cut", config, resume=True)
+    assert comparable(done.history) == comparable(resumed.history)
+
+
+def test_same_seed_same_weights_other_seed_other_weights(split: Path, tmp_path: Path) -> None:
+    for name, seed in (("a", 3), ("b", 3), ("c", 4)):
+        train_model(
+            split / "train", split / "val", tmp_path / name, TrainConfig(**{**TINY, "seed": seed})
+        )
+    assert_same_weights(tmp_path / "a" / "last.pt", tmp_path / "b" / "last.pt")
+    wa, wc = weights(tmp_path / "a" / "last.pt"), weights(tmp_path / "c" / "last.pt")
+    assert any(not torch.equal(wa[k], wc[k]) for k in wa)
+
+
+def test_best_checkpoint_is_the_epoch_with_the_highest_fpp_f1(
+    split: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Scripted validation results: FPP F1 decides, mean F1 breaks the tie, NaN counts as worst.
+    script = iter(
+        [
+            ({"f1_fpp": 0.2, "mean_f1": 0.9}, 0.01),
+            ({"f1_fpp": 0.5, "mean_f1": 0.1}, 0.02),
+            (
+                {"f1_fpp": 0.5, "mean_f1": 0.3},
+                0.03,
+            ),  # best: ties epoch 2 on FPP F1, wins on mean F1
+            ({"f1_fpp": float("nan"), "mean_f1": 0.99}, 0.04),
+            ({"f1_fpp": 0.5, "mean_f1": 0.3}, 0.05),  # exact tie with epoch 3: the earlier stays
+        ]
+    )
+
+    def scripted_validate(*args: object, **kwargs: object) -> tuple[dict[str, float], float]:
+        metrics, threshold = next(script)
+        return {**metrics, "miou": 0.0}, threshold
+
+    monkeypatch.setattr(train_module, "validate", scripted_validate)
+    saved_at: list[int] = []
+    original_save = train_module._save_checkpoint
+
+    def spy(path: Path, payload: dict) -> None:
+        if path.name == "best.pt":
+            saved_at.append(payload["metadata"]["epoch"])
+        original_save(path, payload)
+
+    monkeypatch.setattr(train_module, "_save_checkpoint", spy)
+    result = train_model(
+        split / "train", split / "val", tmp_path / "run", TrainConfig(**{**TINY, "epochs": 5})
+    )
+    assert result.best_epoch == 3 and saved_at == [1, 2, 3]
+    assert result.palsy_threshold == 0.03
+    assert result.best_val_metrics["mean_f1"] == 0.3
+    _, meta = load_checkpoint_model(result.best_checkpoint)
+    assert meta["epoch"] == 3 and meta["palsy_threshold"] == 0.03
+    assert read_checkpoint(result.last_checkpoint)["metadata"]["epoch"] == 5
+
+
+@pytest.fixture(scope="module")
+def trained(split: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("trained")
+    train_model(split / "train", split / "val", out, TrainConfig(**TINY))
+    return out
+
+
+def test_corrupt_truncated_and_foreign_checkpoints_are_refused(
+    trained: Path, tmp_path: Path
+) -> None:
+    good = (trained / "last.pt").read_bytes()
+    cases = {
+        "truncated.pt": (good[: len(good) // 2], "corrupt or truncated"),
+        "garbage.pt": (b"\x00not a checkpoint at all" * 10, "not a plain-weights torch file"),
+        "empty.pt": (b"", "corrupt or truncated"),
+    }
+    for name, (data, message) in cases.items():
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(CheckpointError, match=message) as info:
+            load_checkpoint_model(tmp_path / name)
+        assert str(tmp_path / name) in str(info.value)
+
+    torch.save({"conv.weight": torch.zeros(1)}, tmp_path / "state_dict.pt")
+    with pytest.raises(CheckpointError, match="not a palsyseg checkpoint"):
+        load_checkpoint_model(tmp_path / "state_dict.pt")
+
+    # pickled objects (a whole pickled model, say) are never unpickled: weights_only refuses them
+    torch.save(torch.nn.Linear(2, 2), tmp_path / "pickled_module.pt")
+    with pytest.raises(CheckpointError, match=r"refused: .*torch\.nn\.modules\.linear\.Linear"):
+        load_checkpoint_model(tmp_path / "pickled_module.pt")
+
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_checkpoint_model(tmp_path / "missing.pt")
+
+    data = read_checkpoint(trained / "best.pt")
+    torch.save({**data, "version": 99}, tmp_path / "future.pt")
+    with pytest.raises(CheckpointError, match="version 99"):
+        load_checkpoint_model(tmp_path / "future.pt")
+
+    data["metadata"] = {**data["metadata"], "model_name": "unet_r18"}
+    torch.save(data, tmp_path / "mislabelled.pt")
+    with pytest.raises(CheckpointError, match="do not fit model 'unet_r18'"):
+        load_checkpoint_model(tmp_path / "mislabelled.pt")
+
+
+def test_existing_run_is_not_overwritten_and_resume_checks_the_config(
+    split: Path, trained: Path
+) -> None:
+    with pytest.raises(CheckpointError, match="already holds a training run"):
+        train_model(split / "train", split / "val", trained, TrainConfig(**TINY))
+    with pytest.raises(ConfigError, match="image_size was 32 in the checkpoint, now 48"):
+        train_model(
+            split / "train",
+            split / "val",
+            trained,
+            TrainConfig(**{**TINY, "image_size": 48}),
+            resume=True,
+        )
+
+
+def test_config_refuses_bad_values() -> None:
+    with pytest.raises(ValueError, match="unknown model 'resnet'"):
+        TrainConfig(model="resnet")
+    with pytest.raises(ValueError, match="epochs"):
+        TrainConfig(epochs=0)
+    with pytest.raises(ValueError, match="device"):
+        TrainConfig(device="tpu")
+
+
+def test_paper_defaults() -> None:
+    config = TrainConfig()
+    assert (config.epochs, config.batch_size, config.momentum, config.image_size) == (
+        300,
+        32,
+        0.9,
+        250,
+    )
+
+
+def test_cli_train_prints_a_table_and_honours_params_and_flags(
+    split: Path, tmp_path: Path, cli
+) -> None:
+    params = tmp_path / "params.yaml"
+    params.write_text(
+        "train:\n  epochs: 3\n  batch_size: 3\n  image_size: 40\n  device: cpu\n  seed: 3\n"
+    )
+    out = tmp_path / "run"
+    result = cli(
+        "train",
+        "--model",
+        "palsynet",
+        "--data",
+        split,
+        "--out",
+        out,
+        "--epochs",
+        1,
+        "--image-size",
+        32,
+        "--params",
+        params,
+    )
+    assert result.code == 0, result.stderr
+    assert "best.pt" in result.stdout and "FPP F1" in result.stdout
+    meta = read_checkpoint(out / "best.pt")["metadata"]
+    assert meta["image_size"] == 32  # flag beats params.yaml
+    assert meta["train_config"]["epochs"] == 1
+    assert meta["train_config"]["batch_size"] == 3  # from params.yaml
+
+    again = cli("train", "--model", "palsynet", "--data", split, "--out", out, "--params", params)
+    assert again.code == 1 and "already holds a training run" in again.stderr
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train:\n  epoch: 3\n")
+    result = cli("train", "--data", split, "--out", tmp_path / "x", "--params", bad)
+    assert result.code == 1 and "unknown key(s) epoch" in result.stderr
+
+    result = cli(
+        "train", "--data", tmp_path / "nowhere", "--out", tmp_path / "y", "--params", params
+    )
+    assert result.code == 1 and "error:" in result.stderr
