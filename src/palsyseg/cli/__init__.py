@@ -25,6 +25,7 @@ app = typer.Typer(
 def _register_commands() -> None:
     # Each module adds its commands or sub-app to ``app``; one line per command group.
     from palsyseg.cli import data  # noqa: F401  (palsyseg data ...)
+    from palsyseg.cli import train  # noqa: F401  (palsyseg train, palsyseg evaluate)
 
 
 def main(argv: list[str] | None = None) -> None:
