@@ -25,6 +25,8 @@ app = typer.Typer(
 def _register_commands() -> None:
     # Each module adds its commands or sub-app to ``app``; one line per command group.
     from palsyseg.cli import data  # noqa: F401  (palsyseg data ...)
+    from palsyseg.cli import pipeline  # noqa: F401  (palsyseg pipeline ...)
+    from palsyseg.cli import registry  # noqa: F401  (palsyseg registry ...)
     from palsyseg.cli import train  # noqa: F401  (palsyseg train, palsyseg evaluate)
 
 

@@ -15,8 +15,8 @@ What a training run records (one run per trained model, experiment ``palsyseg``)
   with a signature, an input example, pinned requirements without ``+cu`` local labels, and
   the palsyseg source as ``code_paths``) and the palsyseg checkpoint under ``checkpoint/`` so
   the registry's champion can be re-evaluated with ``palsyseg.train.load_checkpoint_model``;
-- after evaluation: ``test_*`` metrics, the report, confusion-matrix and per-class-F1 plots,
-  prediction overlays and the gate results.
+- after evaluation: ``test_*`` metrics, the report with its confusion-matrix, per-class-F1
+  and prediction-overlay plots (drawn by :mod:`palsyseg.evaluate`), and the gate results.
 
 Functions take a ``run_id`` rather than relying on MLflow's active run, because the pipeline's
 steps are separate processes that resume the same run.
@@ -473,75 +473,23 @@ def download_checkpoint(run_id: str, dest: Path, *, tracking_uri: str | None = N
 # --------------------------------------------------------------------------- evaluation
 
 
-def _confusion_figure(name: str, matrix: Any) -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    from palsyseg.labels import LABEL_NAMES
-
-    matrix = np.asarray(matrix, dtype=np.float64)
-    rows = matrix.sum(axis=1, keepdims=True)
-    normalised = np.divide(matrix, rows, out=np.zeros_like(matrix), where=rows > 0)
-    fig, ax = plt.subplots(figsize=(6, 5), dpi=100)
-    image = ax.imshow(normalised, cmap="Blues", vmin=0, vmax=1)
-    ax.set_xticks(range(len(LABEL_NAMES)), LABEL_NAMES, rotation=45, ha="right")
-    ax.set_yticks(range(len(LABEL_NAMES)), LABEL_NAMES)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    ax.set_title(f"{name}: confusion (row-normalised)")
-    for i in range(normalised.shape[0]):
-        for j in range(normalised.shape[1]):
-            ax.text(j, i, f"{normalised[i, j]:.2f}", ha="center", va="center", fontsize=7)
-    fig.colorbar(image, ax=ax)
-    fig.tight_layout()
-    return fig
-
-
-def _per_class_f1_figure(models: Mapping[str, Mapping[str, float]]) -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    from palsyseg.labels import LABEL_NAMES
-
-    names = list(models)
-    x = np.arange(len(LABEL_NAMES))
-    width = 0.8 / max(1, len(names))
-    fig, ax = plt.subplots(figsize=(8, 4), dpi=100)
-    for i, name in enumerate(names):
-        values = [float(models[name].get(f"f1_{label}", float("nan"))) for label in LABEL_NAMES]
-        ax.bar(x + i * width - 0.4 + width / 2, values, width, label=name)
-    ax.set_xticks(x, LABEL_NAMES)
-    ax.set_ylim(0, 1)
-    ax.set_ylabel("F1 (test)")
-    ax.set_title("Per-class F1")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    return fig
-
-
 def log_evaluation(
     run_id: str,
     report: Any,
     gate_report: Any = None,
     *,
     report_dir: Path | None = None,
-    overlays: Sequence[Path] = (),
     tracking_uri: str | None = None,
 ) -> None:
-    """Record an ``EvaluationReport`` on the candidate's run.
+    """Record a ``palsyseg.evaluate.EvaluationReport`` on the candidate's run.
 
-    Metrics: the candidate's as ``test_<key>``, every other model's as ``test_<key>.<name>``.
-    Artifacts under ``evaluation/``: ``report.json``, the files ``report.save`` wrote
-    (``report_dir``), a confusion matrix per model, the per-class-F1 comparison, the overlay
-    images and ``gates.json``. Tags: ``gates.passed`` and ``gate.<name>`` = pass / fail.
+    Metrics: the candidate's as ``test_<key>``, every other model's as ``test_<key>.<name>``
+    (baselines, ``champion``). Artifacts under ``evaluation/``: what ``report.save`` writes
+    (``report.json``, a confusion matrix per model, the per-class-F1 comparison, the overlay
+    grid of test predictions) — taken from ``report_dir`` when the caller already saved it
+    there — and ``gates.json``. Tags: ``gates.passed`` and ``gate.<name>`` = pass / fail.
     """
-    import matplotlib.pyplot as plt
+    import tempfile
 
     mlflow_client = client(tracking_uri)
     candidate = report.candidate
@@ -552,20 +500,12 @@ def log_evaluation(
             {f"test_{k}{suffix}": v for k, v in _finite_metrics(evaluation.metrics).items()}
         )
     _log_metrics(mlflow_client, run_id, metrics, step=0)
-    log_json(
-        run_id, report.to_dict(), f"{EVALUATION_ARTIFACT}/report.json", tracking_uri=tracking_uri
-    )
-    if report_dir is not None and Path(report_dir).is_dir():
-        mlflow_client.log_artifacts(run_id, str(report_dir), f"{EVALUATION_ARTIFACT}/report")
-    for name, evaluation in report.models.items():
-        fig = _confusion_figure(name, evaluation.confusion)
-        mlflow_client.log_figure(run_id, fig, f"{EVALUATION_ARTIFACT}/confusion_{name}.png")
-        plt.close(fig)
-    fig = _per_class_f1_figure({n: e.metrics for n, e in report.models.items()})
-    mlflow_client.log_figure(run_id, fig, f"{EVALUATION_ARTIFACT}/per_class_f1.png")
-    plt.close(fig)
-    for path in overlays:
-        mlflow_client.log_artifact(run_id, str(path), f"{EVALUATION_ARTIFACT}/overlays")
+    if report_dir is not None:
+        mlflow_client.log_artifacts(run_id, str(report_dir), EVALUATION_ARTIFACT)
+    else:
+        with tempfile.TemporaryDirectory(prefix="palsyseg-report-") as tmp:
+            report.save(tmp)
+            mlflow_client.log_artifacts(run_id, tmp, EVALUATION_ARTIFACT)
     if gate_report is not None:
         log_json(
             run_id,

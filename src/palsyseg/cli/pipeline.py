@@ -1,0 +1,407 @@
+"""``palsyseg pipeline ...``: the MLOps engineer's commands (compile, run, submit, step).
+
+``run`` and ``submit`` take their defaults from ``params.yaml`` (``dataset``, ``split``,
+``train``, ``evaluate``) and ``mlflow/promotion.yaml``; flags override them. ``step`` runs one
+pipeline step by hand, as the DVC stages do.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from palsyseg.cli import app
+
+pipeline_app = typer.Typer(
+    help="The Kubeflow training pipeline: compile to YAML, run locally, submit to a KFP host.",
+    no_args_is_help=True,
+)
+app.add_typer(pipeline_app, name="pipeline")
+step_app = typer.Typer(
+    help="Run one pipeline step (what the DVC stages call).", no_args_is_help=True
+)
+pipeline_app.add_typer(step_app, name="step")
+
+stdout = Console()
+if not stdout.is_terminal:  # piped or captured: do not squeeze tables into 80 columns
+    stdout = Console(width=120)
+
+DataOption = Annotated[
+    str | None,
+    typer.Option(
+        "--data", help="Dataset directory or s3:// URI [default: params.yaml 'dataset' or data]."
+    ),
+]
+DvcRevOption = Annotated[
+    str, typer.Option("--dvc-rev", help="Take --data as a path at this git/DVC revision.")
+]
+DvcRepoOption = Annotated[
+    str, typer.Option("--dvc-repo", help="DVC project (URL or directory) for --dvc-rev.")
+]
+CandidateOption = Annotated[
+    str | None, typer.Option("--candidate", help="Candidate model [default: params evaluate].")
+]
+BaselinesOption = Annotated[
+    str | None,
+    typer.Option("--baselines", help="Comma-separated baseline models [default: params evaluate]."),
+]
+EpochsOption = Annotated[int | None, typer.Option("--epochs", min=1, help="Training epochs.")]
+ImageSizeOption = Annotated[
+    int | None, typer.Option("--image-size", min=32, help="Training input side in pixels.")
+]
+BatchOption = Annotated[int | None, typer.Option("--batch-size", min=1, help="Batch size.")]
+SetOption = Annotated[
+    list[str] | None,
+    typer.Option("--set", help="Other TrainConfig field, KEY=VALUE (YAML value); repeatable."),
+]
+GateOption = Annotated[
+    list[str] | None,
+    typer.Option("--gate", help="Override a promotion-policy field, KEY=VALUE; repeatable."),
+]
+ParamsOption = Annotated[Path, typer.Option("--params", help="params.yaml to read.")]
+PolicyOption = Annotated[Path, typer.Option("--policy", help="Promotion policy YAML.")]
+TrackingOption = Annotated[
+    str | None,
+    typer.Option(
+        "--tracking-uri",
+        help="MLflow tracking URI [default: $MLFLOW_TRACKING_URI, else sqlite mlflow/mlflow.db].",
+    ),
+]
+
+
+def _pairs(values: list[str] | None, flag: str) -> dict[str, Any]:
+    """``["a=1", "b=[x, y]"]`` -> ``{"a": 1, "b": ["x", "y"]}`` (values parsed as YAML)."""
+    import yaml
+
+    from palsyseg.errors import ConfigError
+
+    out: dict[str, Any] = {}
+    for item in values or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"{flag} {item}: expected KEY=VALUE")
+        try:
+            out[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            raise ConfigError(f"{flag} {item}: value is not valid YAML") from None
+    return out
+
+
+def _arguments(
+    data: str | None,
+    dvc_rev: str,
+    dvc_repo: str,
+    candidate: str | None,
+    baselines: str | None,
+    epochs: int | None,
+    image_size: int | None,
+    batch_size: int | None,
+    settings: list[str] | None,
+    gate: list[str] | None,
+    params: Path,
+    policy: Path,
+    tracking_uri: str | None,
+    *,
+    resolve_dataset_version: bool = True,
+) -> Any:
+    from palsyseg.pipeline import build_arguments
+
+    overrides = _pairs(settings, "--set")
+    if image_size is not None:
+        overrides["image_size"] = image_size
+    if batch_size is not None:
+        overrides["batch_size"] = batch_size
+    return build_arguments(
+        dataset_uri=data,
+        dvc_rev=dvc_rev,
+        dvc_repo=dvc_repo,
+        candidate=candidate,
+        baselines=None
+        if baselines is None
+        else [b.strip() for b in baselines.split(",") if b.strip()],
+        epochs=epochs,
+        train_overrides=overrides,
+        gate_overrides=_pairs(gate, "--gate"),
+        params_path=params,
+        policy_path=policy,
+        tracking_uri=tracking_uri or "",
+        resolve_dataset_version=resolve_dataset_version,
+    )
+
+
+@pipeline_app.command("compile")
+def compile_(
+    out: Annotated[Path, typer.Option("--out", help="Where to write the pipeline IR YAML.")] = Path(
+        "pipelines/training_pipeline.yaml"
+    ),
+) -> None:
+    """Compile the Kubeflow pipeline to IR YAML (upload it in the KFP UI or use submit)."""
+    from palsyseg.pipeline import compile_pipeline
+
+    path = compile_pipeline(out)
+    stdout.print(f"wrote {path}")
+
+
+def gates_table(gates: Any) -> Table:
+    table = Table(
+        title="promotion gates", caption=f"compared with champion: {gates.champion or 'none'}"
+    )
+    table.add_column("gate")
+    table.add_column("verdict")
+    table.add_column("detail")
+    for result in gates.results:
+        verdict = "[green]pass[/green]" if result.passed else "[red]fail[/red]"
+        table.add_row(result.name, verdict, result.detail)
+    return table
+
+
+def _mlflow_ui_command(tracking_uri: str) -> str:
+    if tracking_uri.startswith("sqlite:///"):
+        return f"mlflow ui --backend-store-uri {tracking_uri} --port 5000"
+    return f"open {tracking_uri}"
+
+
+@pipeline_app.command("run")
+def run(
+    data: DataOption = None,
+    dvc_rev: DvcRevOption = "",
+    dvc_repo: DvcRepoOption = "",
+    candidate: CandidateOption = None,
+    baselines: BaselinesOption = None,
+    epochs: EpochsOption = None,
+    image_size: ImageSizeOption = None,
+    batch_size: BatchOption = None,
+    settings: SetOption = None,
+    gate: GateOption = None,
+    params: ParamsOption = Path("params.yaml"),
+    policy: PolicyOption = Path("mlflow/promotion.yaml"),
+    tracking_uri: TrackingOption = None,
+    work_dir: Annotated[
+        Path, typer.Option("--work-dir", help="kfp.local outputs, cache and temp files.")
+    ] = Path("build/kfp"),
+    cache: Annotated[bool, typer.Option("--cache/--no-cache", help="Reuse cached steps.")] = True,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the outcome as JSON.")] = False,
+) -> None:
+    """Run the whole pipeline locally with kfp.local (no cluster, no Docker)."""
+    from palsyseg.pipeline import run_local
+    from palsyseg.tracking import registry
+    from palsyseg.tracking.gates import policy_from_dict
+
+    arguments = _arguments(
+        data, dvc_rev, dvc_repo, candidate, baselines, epochs, image_size, batch_size,
+        settings, gate, params, policy, tracking_uri,
+    )  # fmt: skip
+    result = run_local(arguments, work_dir=work_dir, caching=cache)
+    if as_json:
+        typer.echo(json.dumps(result.to_dict(), indent=2))
+        return
+    stdout.print(gates_table(result.gates))
+    rules = policy_from_dict(arguments.gates)
+    if result.version is not None:
+        stdout.print(
+            f"registered {rules.registered_model} v{result.version} as challenger "
+            f"(MLflow run {result.candidate_run_id}) in {result.seconds:.0f} s"
+        )
+    else:
+        stdout.print(f"gates failed: not registered (pipeline took {result.seconds:.0f} s)")
+    from palsyseg.cli.registry import versions_table
+
+    versions = registry.list_versions(policy=rules, tracking_uri=result.tracking_uri)
+    if versions:
+        entries = registry.history(policy=rules, tracking_uri=result.tracking_uri)
+        stdout.print(versions_table(versions, rules, entries))
+    stdout.print(f"look at the run: {_mlflow_ui_command(result.tracking_uri)}")
+
+
+@pipeline_app.command("submit")
+def submit(
+    host: Annotated[
+        str, typer.Option("--host", help="KFP API server, e.g. http://localhost:8080.")
+    ],
+    data: DataOption = None,
+    dvc_rev: DvcRevOption = "",
+    dvc_repo: DvcRepoOption = "",
+    candidate: CandidateOption = None,
+    baselines: BaselinesOption = None,
+    epochs: EpochsOption = None,
+    image_size: ImageSizeOption = None,
+    batch_size: BatchOption = None,
+    settings: SetOption = None,
+    gate: GateOption = None,
+    params: ParamsOption = Path("params.yaml"),
+    policy: PolicyOption = Path("mlflow/promotion.yaml"),
+    tracking_uri: Annotated[
+        str | None,
+        typer.Option(
+            "--tracking-uri",
+            help="MLflow URI the cluster's tasks use [default: $MLFLOW_TRACKING_URI].",
+        ),
+    ] = None,
+    experiment: Annotated[str, typer.Option(help="KFP experiment name.")] = "palsyseg",
+    run_name: Annotated[str | None, typer.Option("--run-name", help="KFP run name.")] = None,
+    namespace: Annotated[str | None, typer.Option(help="Kubeflow namespace (multi-user).")] = None,
+    cache: Annotated[
+        bool, typer.Option("--cache/--no-cache", help="Let KFP reuse cached steps.")
+    ] = True,
+    package: Annotated[
+        Path | None,
+        typer.Option("--package", help="Submit this compiled YAML instead of compiling."),
+    ] = None,
+) -> None:
+    """Create a run on a Kubeflow Pipelines API server (bearer token from $KF_PIPELINES_TOKEN)."""
+    from palsyseg.errors import ConfigError
+    from palsyseg.pipeline import submit as submit_run
+
+    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI", "")
+    if not uri or uri.startswith("sqlite:"):
+        raise ConfigError(
+            "--tracking-uri: a cluster run needs an MLflow server URI (http://...), "
+            "not the local sqlite store"
+        )
+    arguments = _arguments(
+        data, dvc_rev, dvc_repo, candidate, baselines, epochs, image_size, batch_size,
+        settings, gate, params, policy, uri, resolve_dataset_version=False,
+    )  # fmt: skip
+    from palsyseg.pipeline import dataset_version
+
+    if not arguments.dataset_uri.startswith("s3://") and not dvc_rev:
+        raise ConfigError(
+            f"--data {arguments.dataset_uri}: a cluster cannot read this machine's files; "
+            "upload the dataset to S3 or give --dvc-rev with --dvc-repo URL"
+        )
+    arguments.dataset_version = dataset_version(
+        arguments.dataset_uri, dvc_rev=dvc_rev, dvc_repo=dvc_repo
+    )
+    result = submit_run(
+        arguments,
+        host=host,
+        experiment=experiment,
+        run_name=run_name,
+        namespace=namespace,
+        token=os.environ.get("KF_PIPELINES_TOKEN") or None,
+        caching=cache,
+        package=package,
+    )
+    stdout.print(f"submitted run {result['run_id']}: {result['url']}")
+
+
+# --------------------------------------------------------------------------- steps (DVC)
+
+
+@step_app.command("train")
+def step_train(
+    splits: Annotated[Path, typer.Option("--splits", help="Split directory (train/, val/).")],
+    model: Annotated[str, typer.Option("--model", help="Model name.")],
+    out: Annotated[Path, typer.Option("--out", help="Checkpoint file to write.")],
+    role: Annotated[str, typer.Option("--role", help="candidate or baseline.")] = "candidate",
+    data: Annotated[
+        str, typer.Option("--data", help="Dataset the split came from (recorded).")
+    ] = "data",
+    params: ParamsOption = Path("params.yaml"),
+    tracking_uri: TrackingOption = None,
+) -> None:
+    """Train one model as one MLflow run (the pipeline's train step)."""
+    from palsyseg.params import load_params
+    from palsyseg.pipeline import code_version, dataset_version, train_step
+    from palsyseg.tracking.runs import RunContext, current_user
+
+    train = dict(load_params(params).get("train") or {})
+    train.pop("model", None)
+    context = RunContext(
+        dataset_uri=data,
+        dataset_version=dataset_version(data),
+        code_version=code_version(),
+        pipeline_run="dvc",
+        trained_by=current_user(),
+    )
+    info = train_step(
+        splits, out, model=model, role=role, train_config=train, context=context,
+        tracking_uri=tracking_uri,
+    )  # fmt: skip
+    out.with_suffix(".json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+    stdout.print(f"trained {model}: {out} (MLflow run {info['run_id']})")
+
+
+@step_app.command("evaluate")
+def step_evaluate(
+    splits: Annotated[Path, typer.Option("--splits", help="Split directory (test/).")],
+    candidate: Annotated[
+        Path, typer.Option("--candidate", help="Candidate checkpoint (train step output).")
+    ],
+    baseline: Annotated[
+        list[Path], typer.Option("--baseline", help="Baseline checkpoint; repeatable.")
+    ],
+    out: Annotated[Path, typer.Option("--out", help="Report directory.")],
+    policy: PolicyOption = Path("mlflow/promotion.yaml"),
+    tracking_uri: TrackingOption = None,
+) -> None:
+    """Evaluate candidate vs baselines vs champion, decide the gates (the pipeline's evaluate step).
+
+    Also writes ``OUT/metrics.json`` (the candidate's test metrics, for ``dvc metrics``) and
+    ``OUT/per_class_f1.json`` (for ``dvc plots``).
+    """
+    from palsyseg.atomic import atomic_write_text
+    from palsyseg.labels import LABEL_NAMES
+    from palsyseg.pipeline import evaluate_step
+    from palsyseg.tracking.gates import load_policy
+
+    def info(path: Path) -> dict[str, Any]:
+        return json.loads(path.with_suffix(".json").read_text(encoding="utf-8"))
+
+    cand = info(candidate)
+    result = evaluate_step(
+        splits,
+        out,
+        candidate=(cand["model_name"], candidate, cand["run_id"]),
+        baselines=[(info(b)["model_name"], b) for b in baseline],
+        gates=load_policy(policy).to_dict(),
+        tracking_uri=tracking_uri,
+    )
+    metrics = {k: v for k, v in result["metrics"].items() if isinstance(v, int | float)}
+    atomic_write_text(
+        out / "metrics.json",
+        json.dumps({**metrics, "gates_passed": result["passed"]}, indent=2, sort_keys=True) + "\n",
+    )
+    rows = [{"class": n, "f1": metrics.get(f"f1_{n}")} for n in LABEL_NAMES]
+    atomic_write_text(out / "per_class_f1.json", json.dumps(rows, indent=2) + "\n")
+    from palsyseg.tracking.gates import GateReport
+
+    stdout.print(gates_table(GateReport.from_dict(result["gates"])))
+
+
+@step_app.command("register")
+def step_register(
+    candidate: Annotated[
+        Path, typer.Option("--candidate", help="Candidate checkpoint (train step output).")
+    ],
+    report: Annotated[Path, typer.Option("--report", help="Evaluate step's report directory.")],
+    out: Annotated[Path, typer.Option("--out", help="Write the outcome (JSON) here.")],
+    policy: PolicyOption = Path("mlflow/promotion.yaml"),
+    tracking_uri: TrackingOption = None,
+) -> None:
+    """Register the candidate as challenger when its gates passed (the pipeline's register step).
+
+    A failed gate is not an error here: the outcome file says ``registered: false``.
+    """
+    from palsyseg.atomic import atomic_write_text
+    from palsyseg.pipeline import read_gates, register_step
+    from palsyseg.tracking.gates import load_policy
+
+    run_id = json.loads(candidate.with_suffix(".json").read_text(encoding="utf-8"))["run_id"]
+    gates = read_gates(report)
+    outcome: dict[str, Any] = {"run_id": run_id, "gates": gates.summary(), "registered": False}
+    if gates.passed:
+        version = register_step(
+            run_id, report, gates=load_policy(policy).to_dict(), tracking_uri=tracking_uri
+        )
+        outcome.update(registered=True, version=version)
+        stdout.print(f"registered v{version} as challenger")
+    else:
+        stdout.print(f"not registered: {gates.summary()}")
+    atomic_write_text(out, json.dumps(outcome, indent=2) + "\n")
