@@ -177,6 +177,23 @@ class DecoderStage(nn.Module):
         return self.fuse(torch.cat([x, skip], dim=1))
 
 
+class LightDecoderStage(nn.Module):
+    """The last, 1/2-resolution decoder stage, kept cheap: project the coarse map (1×1, at its
+    own resolution), upsample, add the 1×1-projected skip, fuse with a separable conv."""
+
+    def __init__(self, cin: int, cskip: int, cout: int) -> None:
+        super().__init__()
+        self.coarse = ConvBNReLU(cin, cout, 1)
+        self.skip = ConvBNReLU(cskip, cout, 1)
+        self.fuse = SeparableConv(cout, cout)
+
+    def forward(self, x: Tensor, skip: Tensor) -> Tensor:
+        x = F.interpolate(
+            self.coarse(x), size=skip.shape[-2:], mode="bilinear", align_corners=False
+        )
+        return self.fuse(x + self.skip(skip))
+
+
 # ----------------------------------------------------------------------------------------------
 # Depth of mask (§3.2)
 
@@ -218,6 +235,19 @@ class CategoryDepthHead(nn.Module):
         r, s = depth_range_shift(range_logit[..., None], shift_logit[..., None])
         depth = self.m_max * ((m_star - 0.5) * r + s)  # eq. 3
         return depth.clamp(0.0, self.m_max)
+
+
+def merge_by_segmentation(logits: Tensor, category_depth: Tensor) -> Tensor:
+    """Merge category depth maps (B×C×H×W) into one (B×1×H×W) by the non-overlapping predicted
+    segmentation: each pixel takes the depth of its argmax category (ties: lowest index, like
+    ``argmax``). Written as a running maximum over the C channels, which on CPU is several times
+    faster than ``argmax`` + ``gather`` along the channel dimension."""
+    best, merged = logits[:, 0], category_depth[:, 0]
+    for c in range(1, logits.shape[1]):
+        wins = logits[:, c] > best
+        best = torch.where(wins, logits[:, c], best)
+        merged = torch.where(wins, category_depth[:, c], merged)
+    return merged[:, None]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -313,8 +343,10 @@ class ForegroundAttention(nn.Module):
 
     def __init__(self, num_classes: int, dim: int, heads: int, ffn_dim: int, layers: int) -> None:
         super().__init__()
-        self.query_feat = nn.Parameter(torch.randn(num_classes, dim) * 0.02)
-        self.query_pos = nn.Parameter(torch.randn(num_classes, dim) * 0.02)
+        # N(0, 1) like Mask2Former's nn.Embedding: distinct categories must start distinct, or the
+        # queries (and the HIST nodes built from them) stay alike for many steps.
+        self.query_feat = nn.Parameter(torch.randn(num_classes, dim))
+        self.query_pos = nn.Parameter(torch.randn(num_classes, dim))
         self.layers = nn.ModuleList(
             ForegroundAttentionLayer(dim, heads, ffn_dim) for _ in range(layers)
         )
@@ -351,12 +383,12 @@ class PalsyNetConfig:
 
     num_classes: int = 7
     stem_channels: int = 16
-    widths: tuple[int, ...] = (16, 32, 64, 128)  # encoder stages at strides 2, 4, 8, 16
+    widths: tuple[int, ...] = (16, 32, 64, 160)  # encoder stages at strides 2, 4, 8, 16
     depths: tuple[int, ...] = (1, 2, 3, 3)
-    aspp_channels: int = 96
+    aspp_channels: int = 128
     aspp_rates: tuple[int, ...] = (2, 4, 6)
     embed_dim: int = 64  # decoder width at 1/8 and 1/4 = query and pixel-embedding dimension
-    head_channels: int = 32  # decoder width at 1/2
+    head_channels: int = 16  # decoder width at 1/2 (kept narrow: CPU latency lives here)
     attention_heads: int = 4
     attention_layers: int = 3
     ffn_dim: int = 128
@@ -397,13 +429,14 @@ class PalsyNet(nn.Module):
         self.aspp = ASPP(w[3], cfg.aspp_channels, cfg.aspp_rates)
         self.up8 = DecoderStage(cfg.aspp_channels, w[2], cfg.embed_dim)
         self.up4 = DecoderStage(cfg.embed_dim, w[1], cfg.embed_dim)
-        self.up2 = DecoderStage(cfg.embed_dim, w[0], cfg.head_channels)
+        self.up2 = LightDecoderStage(cfg.embed_dim, w[0], cfg.head_channels)
 
-        head_in = cfg.head_channels + (cfg.depth_kernel_dim if cfg.use_depth else 0)
-        self.seg_head = nn.Sequential(
-            SeparableConv(head_in, cfg.head_channels),
-            nn.Conv2d(cfg.head_channels, cfg.num_classes, 1),
-        )
+        # Per-pixel head: a 1×1 classifier on [d2, depth embedding]. Written as two 1×1 convs
+        # whose sum equals one conv on the concatenation (1×1 convs commute with bilinear
+        # upsampling), so the depth embedding is classified at 1/4 and only C maps are upsampled.
+        self.seg_head = nn.Conv2d(cfg.head_channels, cfg.num_classes, 1)
+        if cfg.use_depth:
+            self.depth_to_logits = nn.Conv2d(cfg.depth_kernel_dim, cfg.num_classes, 1, bias=False)
         if cfg.use_fg_attention:
             self.fg_attention = ForegroundAttention(
                 cfg.num_classes,
@@ -420,8 +453,8 @@ class PalsyNet(nn.Module):
             )
         if cfg.use_edge:
             self.edge_head = nn.Sequential(
-                ConvBNReLU(cfg.head_channels, cfg.head_channels // 2, 3),
-                nn.Conv2d(cfg.head_channels // 2, 1, 1),
+                ConvBNReLU(cfg.head_channels, cfg.head_channels, 3, groups=cfg.head_channels),
+                nn.Conv2d(cfg.head_channels, 1, 1),
             )
 
     def forward(self, x: Tensor) -> dict[str, Tensor | list[Tensor]]:
@@ -438,31 +471,27 @@ class PalsyNet(nn.Module):
         d2 = self.up2(d4, s1)
 
         out: dict[str, Tensor | list[Tensor]] = {}
-        head_in = d2
+        coarse = []  # C-channel logit maps at 1/4, upsampled once and added to the per-pixel head
         if cfg.use_depth:
-            depth_embedding = self.depth_head.depth_embedding(d4)
-            up = F.interpolate(
-                depth_embedding, size=d2.shape[-2:], mode="bilinear", align_corners=False
-            )
-            head_in = torch.cat([d2, up], dim=1)
-        logits = self.seg_head(head_in)  # per-pixel head at 1/2
-
+            depth_embedding = self.depth_head.depth_embedding(d4)  # common depth embedding S
+            coarse.append(self.depth_to_logits(depth_embedding))
         if cfg.use_fg_attention:
             categories, masks = self.fg_attention(d8, d4)
             out["aux_logits"] = masks
-            logits = (
-                logits
-                + F.interpolate(  # final logits: per-pixel + query masks
-                    masks[-1], size=logits.shape[-2:], mode="bilinear", align_corners=False
-                )
+            coarse.append(masks[-1])  # final logits: per-pixel head + last query masks
+        logits = self.seg_head(d2)  # per-pixel head at 1/2
+        if coarse:
+            logits = logits + F.interpolate(
+                torch.stack(coarse).sum(0),
+                size=logits.shape[-2:],
+                mode="bilinear",
+                align_corners=False,
             )
-        else:
+        if not cfg.use_fg_attention:  # category embeddings by soft masked average pooling
             prob = F.interpolate(logits, size=d4.shape[-2:], mode="bilinear", align_corners=False)
-            prob = prob.softmax(dim=1)  # soft masked average pooling per category
-            pooled = torch.einsum("bchw,bdhw->bcd", prob, d4) / (
-                prob.sum(dim=(2, 3))[..., None] + 1e-6
-            )
-            categories = self.category_proj(pooled)
+            prob = prob.softmax(dim=1)
+            area = prob.sum(dim=(2, 3))[..., None] + 1e-6
+            categories = self.category_proj(torch.einsum("bchw,bdhw->bcd", prob, d4) / area)
         out["category_embeddings"] = categories
         out["logits"] = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
 
@@ -471,9 +500,8 @@ class PalsyNet(nn.Module):
             category_depth = F.interpolate(
                 category_depth, size=size, mode="bilinear", align_corners=False
             )
-            # merge by the non-overlapping predicted segmentation (§3.2)
-            label = out["logits"].detach().argmax(dim=1, keepdim=True)
-            out["depth"] = category_depth.gather(1, label).clamp(0.0, cfg.m_max)
+            merged = merge_by_segmentation(out["logits"].detach(), category_depth)  # §3.2
+            out["depth"] = merged.clamp(0.0, cfg.m_max)
         if cfg.use_edge:
             out["edge"] = F.interpolate(
                 self.edge_head(d2), size=size, mode="bilinear", align_corners=False
