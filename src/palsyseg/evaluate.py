@@ -46,11 +46,11 @@ REPORT_NAME = "report.json"
 SUMMARY_METRICS: tuple[tuple[str, str], ...] = (
     ("mean_f1", "mean F1"),
     ("miou", "mIoU"),
-    ("pixel_accuracy", "pixel acc."),
+    ("pixel_accuracy", "pix. acc."),
     ("f1_fpp", "FPP F1"),
-    ("palsy_sensitivity", "palsy sens."),
-    ("palsy_specificity", "palsy spec."),
-    ("latency_ms", "CPU ms/img"),
+    ("palsy_sensitivity", "sens."),
+    ("palsy_specificity", "spec."),
+    ("latency_ms", "ms/img"),
 )
 
 

@@ -155,16 +155,19 @@ def evaluate(
     report = evaluate_models(
         data, checkpoints, candidate=candidate or config.candidate, out_dir=out, config=config
     )
-    table = Table(title=f"test split {data}")
+    table = Table(
+        title=f"test split {data}",
+        caption="* candidate; sens./spec.: image-level palsy sensitivity/specificity at each "
+        "model's validation threshold; ms/img: CPU forward pass, batch 1",
+    )
     table.add_column("model")
     for _, header in SUMMARY_METRICS:
         table.add_column(header, justify="right")
     for name, evaluation in report.models.items():
         cells = [
-            _fmt(evaluation.metrics.get(key), 1 if key == "latency_ms" else 4)
+            _fmt(evaluation.metrics.get(key), 1 if key == "latency_ms" else 3)
             for key, _ in SUMMARY_METRICS
         ]
-        label = f"{name} (candidate)" if name == report.candidate else name
-        table.add_row(label, *cells)
+        table.add_row(f"{name}*" if name == report.candidate else name, *cells)
     stdout.print(table)
     stdout.print(f"report and plots in {out}")
