@@ -223,8 +223,8 @@ def _check_same_length(**arrays: Sequence[Any]) -> int:
 def choose_palsy_threshold(fpp_fractions: Sequence[float], true_palsy: Sequence[bool]) -> float:
     """The FPP-fraction threshold (palsy present ⇔ fraction > threshold) maximising Youden's J.
 
-    Candidates are 0, the midpoints between consecutive distinct fractions, and the largest
-    fraction (which predicts no palsy at all). J = sensitivity + specificity − 1, where a rate
+    Candidates are 0 (when every fraction is above it), the midpoints between consecutive
+    distinct fractions, and the largest fraction (which predicts no palsy at all). J = sensitivity + specificity − 1, where a rate
     whose class is missing counts 0, so an all-healthy split yields the largest fraction and an
     all-palsy split yields 0. Among equally good thresholds the lowest wins (sensitivity first).
     An empty input gives 0.
@@ -237,9 +237,10 @@ def choose_palsy_threshold(fpp_fractions: Sequence[float], true_palsy: Sequence[
     if np.isnan(s).any():
         raise ValueError("fpp_fractions holds NaN")
     distinct = np.unique(s)
-    candidates = np.unique(
-        np.concatenate([[0.0], (distinct[:-1] + distinct[1:]) / 2.0, [distinct[-1]]])
-    )
+    # One candidate per distinct classification: below every fraction (0, if the smallest
+    # fraction is above 0), the midpoints between neighbours (the widest margin), the largest.
+    below = [0.0] if distinct[0] > 0 else []
+    candidates = np.concatenate([below, (distinct[:-1] + distinct[1:]) / 2.0, [distinct[-1]]])
     n_pos, n_neg = int(y.sum()), int((~y).sum())
     best, best_j = 0.0, -math.inf
     for t in candidates:  # ascending: strict '>' keeps the lowest of tied thresholds

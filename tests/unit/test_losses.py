@@ -1,0 +1,282 @@
+"""SegmentationLoss and its terms at their edges (eq. 6–8)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from palsyseg.losses import (
+    HISTLoss,
+    LossConfig,
+    SegmentationLoss,
+    boundary_enhanced_loss,
+    category_contours,
+    label_edges,
+)
+
+C = 7
+
+
+def perfect_logits(mask: torch.Tensor, margin: float = 30.0) -> torch.Tensor:
+    return margin * F.one_hot(mask, C).permute(0, 3, 1, 2).float()
+
+
+def random_batch(seed: int = 0, b: int = 2, h: int = 24, w: int = 20) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    mask = torch.zeros(b, h, w, dtype=torch.long)
+    mask[:, 4:20, 3:17] = 1
+    mask[:, 6:9, 5:8] = 4
+    mask[:, 6:9, 12:15] = 6
+    mask[:, 14:17, 6:14] = 5
+    noise = torch.randint(0, C, (b, h, w), generator=g)
+    mask[:, 0:2] = noise[:, 0:2]
+    return mask
+
+
+def full_outputs(mask: torch.Tensor, dim: int = 64, seed: int = 0) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    b, h, w = mask.shape
+    return {
+        "logits": torch.randn(b, C, h, w, generator=g, requires_grad=True),
+        "aux_logits": [torch.randn(b, C, h // 4, w // 4, generator=g, requires_grad=True)],
+        "category_embeddings": torch.randn(b, C, dim, generator=g, requires_grad=True),
+        "depth": (80 * torch.rand(b, 1, h, w, generator=g)).requires_grad_(),
+        "edge": torch.randn(b, 1, h, w, generator=g, requires_grad=True),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Contours
+
+
+def test_contours_are_inner_4_neighbour_boundaries_and_not_the_image_border() -> None:
+    mask = torch.zeros(1, 5, 5, dtype=torch.long)
+    mask[0, 1:4, 1:4] = 1
+    mask[0, 2, 2] = 2
+    contours = category_contours(mask, 3)
+    ring = torch.zeros(5, 5, dtype=torch.bool)
+    ring[1:4, 1:4] = True
+    ring[2, 2] = False
+    assert torch.equal(contours[0, 1], ring)  # the whole ring of 1 touches 0 or 2
+    assert contours[0, 2].sum() == 1  # the single 2
+    background = contours[0, 0]
+    assert not background[0, 0] and not background[4, 4]  # corners touch 1 only diagonally
+    assert background[0, 2] and background[2, 0]
+    assert category_contours(torch.ones(1, 4, 4, dtype=torch.long), 3).sum() == 0
+    assert torch.equal(label_edges(mask)[0], contours[0].any(0).float())
+
+
+def test_boundary_loss_is_eq7_by_hand() -> None:
+    mask = torch.zeros(1, 4, 4, dtype=torch.long)
+    mask[0, :, 2:] = 1  # a vertical edge between columns 1 and 2
+    pixel_ce = torch.arange(16, dtype=torch.float32).view(1, 4, 4)
+    contours = category_contours(mask, 2)
+    # category 0 contour = column 1 (CE 1, 5, 9, 13), category 1 = column 2 (2, 6, 10, 14)
+    expected = ((1 + 5 + 9 + 13) / 4 * 1.0 + (2 + 6 + 10 + 14) / 4 * 3.0) / 2
+    weights = torch.tensor([1.0, 3.0])
+    assert boundary_enhanced_loss(pixel_ce, contours, weights).item() == pytest.approx(expected)
+
+
+# ---------------------------------------------------------------------------------------------
+# The whole objective
+
+
+def test_perfect_prediction_gives_near_zero_ce_and_boundary() -> None:
+    mask = random_batch()
+    loss, logs = SegmentationLoss(LossConfig())({"logits": perfect_logits(mask)}, mask)
+    assert logs["ce"] < 1e-6 and logs["boundary"] < 1e-6
+    assert loss.item() < 1e-6
+
+
+def test_a_wrong_boundary_costs_more_than_the_same_error_inside() -> None:
+    mask = torch.zeros(1, 16, 16, dtype=torch.long)
+    mask[0, 4:12, 4:12] = 1
+    logits = perfect_logits(mask)
+    at_edge, inside = logits.clone(), logits.clone()
+    at_edge[0, :, 4, 6] = torch.tensor([30.0, 0, 0, 0, 0, 0, 0])  # a contour pixel of class 1
+    inside[0, :, 8, 8] = torch.tensor([30.0, 0, 0, 0, 0, 0, 0])  # an interior pixel
+    criterion = SegmentationLoss(LossConfig())
+    _, edge_logs = criterion({"logits": at_edge}, mask)
+    _, inside_logs = criterion({"logits": inside}, mask)
+    assert edge_logs["ce"] == pytest.approx(inside_logs["ce"])
+    assert edge_logs["boundary"] > 0 and inside_logs["boundary"] == 0
+
+
+def test_baseline_outputs_get_only_the_segmentation_terms() -> None:
+    mask = random_batch()
+    logits = torch.randn(2, C, *mask.shape[1:], requires_grad=True)
+    loss, logs = SegmentationLoss(LossConfig())({"logits": logits}, mask, torch.rand(mask.shape))
+    assert set(logs) == {"ce", "boundary", "total"}
+    loss.backward()
+    assert torch.isfinite(logits.grad).all()
+
+
+@pytest.mark.parametrize("combine", ["sum", "product"])
+def test_sum_or_product_as_configured(combine: str) -> None:
+    mask = random_batch()
+    logits = torch.randn(2, C, *mask.shape[1:])
+    config = LossConfig(combine=combine, ce_weight=2.0, boundary_weight=0.5)
+    loss, logs = SegmentationLoss(config)({"logits": logits}, mask)
+    if combine == "sum":
+        expected = 2.0 * logs["ce"] + 0.5 * logs["boundary"]
+    else:  # eq. 8: λ·L_CE·L_best
+        expected = 2.0 * logs["ce"] * logs["boundary"]
+    assert loss.item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_class_weights_match_torch_weighted_cross_entropy() -> None:
+    mask = random_batch()
+    logits = torch.randn(2, C, *mask.shape[1:])
+    weights = [0.5, 1, 2, 3, 3, 2, 4]
+    _, logs = SegmentationLoss(LossConfig(class_weights=weights))({"logits": logits}, mask)
+    expected = F.cross_entropy(logits, mask, weight=torch.tensor(weights, dtype=torch.float32))
+    assert logs["ce"] == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_every_term_is_finite_and_backpropagates() -> None:
+    mask = random_batch()
+    outputs = full_outputs(mask)
+    criterion = SegmentationLoss(LossConfig())
+    loss, logs = criterion(outputs, mask, torch.rand(mask.shape))
+    assert {"ce", "boundary", "hist", "hist_ce", "hist_d", "aux", "depth", "edge", "total"} == set(
+        logs
+    )
+    assert all(math.isfinite(v) for v in logs.values())
+    loss.backward()
+    for key in ("logits", "category_embeddings", "depth", "edge"):
+        assert torch.isfinite(outputs[key].grad).all() and outputs[key].grad.abs().sum() > 0
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in criterion.parameters())
+
+
+def test_all_background_batch_and_all_zero_depth_stay_finite() -> None:
+    mask = torch.zeros(2, 16, 16, dtype=torch.long)
+    outputs = full_outputs(mask)
+    loss, logs = SegmentationLoss(LossConfig())(outputs, mask, torch.zeros(2, 16, 16))
+    assert all(math.isfinite(v) for v in logs.values()), logs
+    assert logs["boundary"] == 0.0 and logs["depth"] == 0.0
+    loss.backward()
+    for key in ("logits", "category_embeddings", "depth", "edge"):
+        assert torch.isfinite(outputs[key].grad).all()
+
+
+def test_empty_classes_with_class_weights_stay_finite() -> None:
+    mask = torch.zeros(1, 8, 8, dtype=torch.long)
+    mask[0, 2:5, 2:5] = 3  # only background and eyebrow present
+    config = LossConfig(class_weights=[1, 2, 3, 4, 5, 6, 7], boundary_category_weights=[1] * 7)
+    loss, logs = SegmentationLoss(config)(full_outputs(mask), mask, torch.zeros(1, 8, 8))
+    assert math.isfinite(loss.item()) and all(math.isfinite(v) for v in logs.values())
+
+
+def test_depth_loss_is_zero_for_the_true_depth_and_ignores_pixels_without_depth() -> None:
+    relative = torch.rand(2, 12, 12) * 0.8 + 0.1
+    relative[:, :4] = 0.0  # no depth there
+    mask = torch.ones(2, 12, 12, dtype=torch.long)
+    criterion = SegmentationLoss(LossConfig(m_max=80.0))
+    depth = (80.0 * relative)[:, None]
+    _, logs = criterion({"logits": perfect_logits(mask), "depth": depth}, mask, relative)
+    assert logs["depth"] < 1e-3
+    wrong_where_unknown = depth.clone()
+    wrong_where_unknown[:, :, :4] = 55.0
+    _, logs2 = criterion(
+        {"logits": perfect_logits(mask), "depth": wrong_where_unknown}, mask, relative
+    )
+    assert logs2["depth"] == pytest.approx(logs["depth"], abs=1e-6)
+    _, logs3 = criterion({"logits": perfect_logits(mask), "depth": depth * 0.5}, mask, relative)
+    assert logs3["depth"] > 0.4  # abs rel 0.5 plus the (λ<1) scale part of SILog
+
+
+def test_zero_predicted_depth_is_finite() -> None:
+    mask = torch.ones(1, 8, 8, dtype=torch.long)
+    depth = torch.zeros(1, 1, 8, 8, requires_grad=True)
+    loss, logs = SegmentationLoss(LossConfig())(
+        {"logits": perfect_logits(mask), "depth": depth}, mask, torch.full((1, 8, 8), 0.5)
+    )
+    loss.backward()
+    assert math.isfinite(logs["depth"]) and torch.isfinite(depth.grad).all()
+
+
+def test_perfect_aux_masks_and_edges_cost_little() -> None:
+    mask = torch.zeros(1, 16, 16, dtype=torch.long)
+    mask[0, 4:12, 4:12] = 1
+    onehot = F.one_hot(mask, C).permute(0, 3, 1, 2).float()
+    edge_target = label_edges(mask)[:, None]
+    outputs = {
+        "logits": perfect_logits(mask),
+        "aux_logits": [40 * (2 * onehot - 1)],
+        "edge": 40 * (2 * edge_target - 1),
+    }
+    _, logs = SegmentationLoss(LossConfig())(outputs, mask)
+    assert logs["aux"] < 1e-3 and logs["edge"] < 1e-3
+
+
+def test_hist_width_mismatch_and_bad_weights_are_refused() -> None:
+    mask = random_batch()
+    with pytest.raises(ValueError, match="hist_dim"):
+        SegmentationLoss(LossConfig(hist_dim=32))(full_outputs(mask, dim=64), mask)
+    with pytest.raises(ValueError, match="class_weights"):
+        SegmentationLoss(LossConfig(class_weights=[1.0, 2.0]))
+    with pytest.raises(ValueError, match="combine"):
+        LossConfig(combine="max")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="lambda_s"):
+        LossConfig(hist_lambda_s=0.0)
+
+
+def test_loss_parameters_are_the_hist_parameters() -> None:
+    names = {n for n, _ in SegmentationLoss(LossConfig()).named_parameters()}
+    assert names and all(n.startswith("hist.") for n in names)
+
+
+# ---------------------------------------------------------------------------------------------
+# HIST (eq. 6)
+
+
+def test_hist_total_is_lambda_s_ce_plus_distribution_loss() -> None:
+    torch.manual_seed(0)
+    hist = HISTLoss(4, 8, tau=32.0, alpha=0.9, lambda_s=2.5, hidden=16)
+    x, labels = torch.randn(10, 8), torch.tensor([0, 1, 2, 3, 0, 1, 2, 3, 0, 1])
+    total, ce, d = hist(x, labels)
+    assert total.item() == pytest.approx(2.5 * ce.item() + d.item(), rel=1e-6)
+
+
+def test_hist_distribution_loss_is_small_at_the_class_means() -> None:
+    torch.manual_seed(0)
+    hist = HISTLoss(4, 8, tau=32.0, alpha=0.9, lambda_s=1.0, hidden=16)
+    labels = torch.tensor([0, 1, 2, 3])
+    _, _, at_means = hist(hist.means.detach().clone(), labels)
+    _, _, shuffled = hist(hist.means.detach()[[1, 2, 3, 0]].clone(), labels)
+    assert at_means.item() < 0.05 < shuffled.item()
+
+
+def test_hgnn_propagation_is_the_normalised_hypergraph_laplacian() -> None:
+    incidence = torch.tensor([[1.0, 0.2], [1.0, 0.5], [0.1, 1.0]])
+    dv = incidence.sum(1)
+    de = incidence.sum(0)
+    expected = (
+        torch.diag(dv.rsqrt())
+        @ incidence
+        @ torch.diag(1 / de)
+        @ incidence.T
+        @ torch.diag(dv.rsqrt())
+    )
+    got = HISTLoss.propagation(incidence)
+    assert torch.allclose(got, expected, atol=1e-6)
+    assert torch.allclose(got, got.T, atol=1e-6)
+
+
+def test_hist_learns_to_classify_separable_nodes() -> None:
+    torch.manual_seed(0)
+    hist = HISTLoss(5, 16, tau=32.0, alpha=0.9, lambda_s=1.0, hidden=32)
+    labels = torch.arange(5).repeat(6)
+    x = torch.randn(5, 16)[labels] + 0.2 * torch.randn(30, 16)
+    optimizer = torch.optim.Adam(hist.parameters(), lr=5e-3)
+    first = None
+    for _ in range(150):
+        optimizer.zero_grad()
+        total, ce, _ = hist(x, labels)
+        first = first if first is not None else ce.item()
+        total.backward()
+        optimizer.step()
+    assert ce.item() < 0.3 < first
