@@ -31,8 +31,10 @@ Terms (``w_*`` are :class:`LossConfig` weights):
   One-vs-rest matches the ``sigmoid > 0.5`` foreground of eq. 5.
 - ``depth`` — against the generator's relative depth ``d ∈ [0, 1]`` (0 = no depth, masked out),
   target ``m_max·d``: scale-invariant log error (Eigen et al., the PanopticDepth depth loss,
-  ``sqrt(mean g² − λ·mean(g)²)``, ``g = log pred − log target`` per image) plus the absolute
-  relative error. Images without any depth pixel are skipped; a batch without depth gives 0.
+  ``sqrt(mean g² − λ·mean(g)²)``, ``g = log(pred + f) − log(target + f)`` per image) plus the
+  absolute relative error ``|pred − target| / max(target, f)``, with ``f = depth_floor·m_max``:
+  the generator's nearest point (nose tip) has relative depth ~0, where an unfloored relative
+  error is unbounded. Images without any depth pixel are skipped; a batch without depth gives 0.
 - ``edge`` — BCE of the ``edge`` logits against the union of category contours, with
   ``pos_weight = #negative / #positive`` (clamped to ``[1, edge_max_pos_weight]``).
 
@@ -79,6 +81,7 @@ class LossConfig:
     depth_weight: float = 0.5
     depth_si_lambda: float = 0.85  # λ of the scale-invariant log error
     m_max: float = 80.0  # target depth = m_max · relative depth (eq. 2–3)
+    depth_floor: float = 0.02  # × m_max: log offset and smallest relative-error denominator
     edge_weight: float = 0.5
     edge_max_pos_weight: float = 50.0
 
@@ -89,6 +92,8 @@ class LossConfig:
             raise ValueError("hist_lambda_s must be > 0 (eq. 6)")
         if self.m_max <= 0:
             raise ValueError("m_max must be > 0")
+        if self.depth_floor <= 0:
+            raise ValueError("depth_floor must be > 0")
         if not 0 <= self.depth_si_lambda <= 1:
             raise ValueError("depth_si_lambda must lie in [0, 1]")
 
@@ -304,18 +309,20 @@ class SegmentationLoss(nn.Module):
         pred = _resize_logits(pred, tuple(relative.shape[-2:]))[:, 0]
         target = cfg.m_max * relative
         valid = relative > 0
-        eps = 1e-3 * cfg.m_max  # keeps log finite where the prediction is 0
+        # The generator's nearest point (nose tip) has relative depth ~1/65535: a floor keeps the
+        # log and the relative error bounded there, and log finite where the prediction is 0.
+        floor = cfg.depth_floor * cfg.m_max
         losses = []
         for b in range(pred.shape[0]):
             v = valid[b]
             if not v.any():
                 continue
             p, t = pred[b][v], target[b][v]
-            g = torch.log(p + eps) - torch.log(t + eps)
+            g = torch.log(p + floor) - torch.log(t + floor)
             silog = torch.sqrt(
                 (g.pow(2).mean() - cfg.depth_si_lambda * g.mean().pow(2)).clamp(min=1e-8)
             )
-            abs_rel = ((p - t).abs() / t).mean()
+            abs_rel = ((p - t).abs() / t.clamp(min=floor)).mean()
             losses.append(silog + abs_rel)
         if not losses:
             return pred.sum() * 0.0

@@ -280,3 +280,16 @@ def test_hist_learns_to_classify_separable_nodes() -> None:
         total.backward()
         optimizer.step()
     assert ce.item() < 0.3 < first
+
+
+def test_depth_loss_stays_bounded_at_the_generators_near_zero_nose_tip() -> None:
+    mask = torch.ones(1, 8, 8, dtype=torch.long)
+    relative = torch.full((1, 8, 8), 0.6)
+    relative[0, 4, 4] = 1 / 65535  # the nearest point
+    depth = (80.0 * 0.6 * torch.ones(1, 1, 8, 8)).requires_grad_()
+    loss, logs = SegmentationLoss(LossConfig(depth_floor=0.02))(
+        {"logits": perfect_logits(mask), "depth": depth}, mask, relative
+    )
+    assert logs["depth"] < 1.0  # one pixel off by 48 units: bounded by the floor (1.6 units)
+    loss.backward()
+    assert torch.isfinite(depth.grad).all()
