@@ -81,34 +81,29 @@ def train(
         return
 
     table = Table(title=f"{config.model}: training on {data}")
-    for header in (
-        "epoch",
-        "train loss",
-        "lr",
-        "val mean F1",
-        "val mIoU",
-        "val FPP F1",
-        "palsy sens.",
-        "palsy spec.",
-    ):
+    for header in ("epoch", "loss", "lr", "mean F1", "mIoU", "FPP F1", "sens.", "spec."):
         table.add_column(header, justify="right")
     shown = result.history[-15:]
     for entry in shown:
-        marker = " *" if entry["epoch"] == result.best_epoch else ""
+        marker = "*" if entry["epoch"] == result.best_epoch else ""
         table.add_row(
             f"{entry['epoch']}{marker}",
-            _fmt(entry["train_loss"]),
-            f"{entry['lr']:.2e}",
-            _fmt(entry.get("val_mean_f1")),
-            _fmt(entry.get("val_miou")),
-            _fmt(entry.get("val_f1_fpp")),
+            _fmt(entry["train_loss"], 3),
+            f"{entry['lr']:.2g}",
+            _fmt(entry.get("val_mean_f1"), 3),
+            _fmt(entry.get("val_miou"), 3),
+            _fmt(entry.get("val_f1_fpp"), 3),
             _fmt(entry.get("val_palsy_sensitivity"), 2),
             _fmt(entry.get("val_palsy_specificity"), 2),
         )
     if len(shown) < len(result.history):
-        table.caption = f"last {len(shown)} of {len(result.history)} epochs; * = best"
+        table.caption = f"last {len(shown)} of {len(result.history)} epochs; "
     else:
-        table.caption = "* = best (highest val FPP F1, then mean F1)"
+        table.caption = ""
+    table.caption += (
+        "loss: train; the rest on validation (sens./spec.: image-level palsy); "
+        "* = best (highest FPP F1, then mean F1)"
+    )
     stdout.print(table)
     stdout.print(
         f"best epoch {result.best_epoch}: {result.best_checkpoint} "
