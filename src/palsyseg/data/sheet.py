@@ -33,8 +33,9 @@ CAPTION = 34
 """Height of the two caption lines under an example."""
 LEGEND = 30
 """Height of the label legend at the top."""
-COLUMNS = 2
-"""Examples per sheet row (each example is three tiles wide)."""
+COLUMNS = 3
+"""Examples per sheet row (each three tiles wide): with diagnoses in turn, a row shows a
+healthy, a Bell's palsy and a stroke face, in the same exam pose when the dataset has it."""
 
 _BACKGROUND = (28, 28, 32)
 _TEXT = (235, 235, 235)
