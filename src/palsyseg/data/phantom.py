@@ -527,23 +527,27 @@ NOISE_LEVELS: tuple[float, ...] = (1.5, 3.0, 4.5, 6.0)
 def _texture_pool(size: int, seed: int) -> dict[str, Any]:
     """Noise tiles (``size + 64`` square) shared by all images of one dataset, which crop them at
     random offsets: drawing fresh Gaussian noise per image would cost more than rendering it.
-    Feature scales are fractions of ``size``, so every output size gets the same look."""
+    Feature sizes scale with the face (given in pixels at 250 px), so every output size gets the
+    same look; only sensor noise stays per pixel."""
     import cv2
 
     rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(2,)))
     n = size + 64
+    scale = max(size, 250) / 250  # features are never finer than at 250 px
 
-    def smooth(cells_y: int, cells_x: int, interpolation: int) -> np.ndarray:
-        coarse = rng.standard_normal((max(4, cells_y), max(4, cells_x)), dtype=np.float32)
+    def smooth(px_y: float, px_x: float, interpolation: int) -> np.ndarray:
+        """Unit-variance noise whose features are ``px_y`` × ``px_x`` pixels at 250 px."""
+        cells = (max(4, round(n / (px_y * scale))), max(4, round(n / (px_x * scale))))
+        coarse = rng.standard_normal(cells, dtype=np.float32)
         tile = cv2.resize(coarse, (n, n), interpolation=interpolation)
         return tile / (tile.std() + 1e-6)
 
-    streak = cv2.GaussianBlur(smooth(size // 5, n, cv2.INTER_LINEAR), (0, 0), 0.7)
+    streak = cv2.GaussianBlur(smooth(6.0, 1.5, cv2.INTER_LINEAR), (0, 0), 0.7 * scale)
     return {
         "streak": streak / (streak.std() + 1e-6),  # hair strands: long vertical correlation
-        "curl": smooth(size // 2, size // 2, cv2.INTER_CUBIC),  # curls, beards
-        "blotch": smooth(size // 12, size // 12, cv2.INTER_CUBIC),  # skin tone variation
-        "speck": rng.standard_normal((n, n), dtype=np.float32),  # stubble, buzz cut
+        "curl": smooth(2.0, 2.0, cv2.INTER_CUBIC),  # curls, beards
+        "blotch": smooth(16.0, 16.0, cv2.INTER_CUBIC),  # skin tone variation
+        "speck": smooth(1.0, 1.0, cv2.INTER_LINEAR),  # stubble, buzz cut
         "sensor": {  # integer sensor noise per level, added with saturation
             level: np.rint(rng.standard_normal((n, n, 3)) * level).astype(np.int16)
             for level in NOISE_LEVELS
@@ -1170,7 +1174,7 @@ def _draw_beard(
         _SHIFT,
     )
     cover *= 1 - bare.astype(np.float32) * (1 / 255)
-    colour = _tint(shade[lo:] * 0.95 * (0.8 + 0.25 * curl), ident.hair_rgb)
+    colour = _tint(shade[lo:] * 0.95 * (0.86 + 0.14 * curl), ident.hair_rgb)
     b.composite(cv, colour, cover, Label.HAIR, z[lo:] + 0.03)
 
 
