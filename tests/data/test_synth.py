@@ -19,9 +19,13 @@ import pytest
 from palsyseg.data.images import read_depth, read_mask, read_rgb
 from palsyseg.data.manifest import ManifestRow, read_manifest, resolve_in_root
 from palsyseg.data.phantom import (
+    BEARD_STYLES,
+    GLASSES_STYLES,
+    HAIR_STYLES,
     face_geometry,
     render_face,
     sample_capture,
+    sample_identity,
     sample_patient,
     side_sign,
 )
@@ -385,3 +389,13 @@ def test_a_failure_mid_generation_leaves_nothing(
     with pytest.raises(OSError, match="disk full"):
         generate_dataset(tmp_path / "ds", SynthConfig(patients=3, size=64))
     assert list(tmp_path.iterdir()) == []
+
+
+def test_identities_cover_every_look() -> None:
+    rng = np.random.default_rng(0)
+    people = [sample_identity(rng) for _ in range(400)]
+    assert {p.hair_style for p in people} == set(HAIR_STYLES)
+    assert {p.beard for p in people} == set(BEARD_STYLES)
+    assert {p.glasses for p in people} == set(GLASSES_STYLES)
+    assert {p.skin_tone for p in people} == set(range(1, 7))
+    assert min(p.age for p in people) < 0.15 < 0.85 < max(p.age for p in people)

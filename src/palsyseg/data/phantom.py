@@ -9,18 +9,20 @@ This module is the face model behind :mod:`palsyseg.data.synth`. It reads top to
    Bell's palsy is a *peripheral* (lower motor neuron) lesion of the facial nerve: the whole
    half-face is weak, forehead included. A stroke is a *central* (upper motor neuron) lesion:
    the forehead has bilateral cortical innervation and is spared, the lower face is weak
-   (e.g. Kasper et al., Harrison's Principles of Internal Medicine, ch. "Bell's palsy").
+   (the classic bedside distinction of clinical neurology).
    :func:`face_geometry` turns the function and the exam pose (rest, smile, brow_raise,
    eye_closure, pucker) into feature positions: a weak side's brow does not rise, its eye
    does not close (with Bell's phenomenon: the eyeball rolls up), its mouth corner droops at
    rest and does not lift on a smile, its nasolabial fold is flat, its forehead unwrinkled.
    Severity follows the House–Brackmann grade (House & Brackmann 1985): grade 2 is slight
-   weakness, grade 6 total paralysis.
-3. **Pixels** — :func:`render_face` draws the face in an upright "canonical" frame (a height
-   field lit with a Lambert + Blinn–Phong model gives skin shading and the depth map; cv2
-   polygons give eyes, brows, lips, hair, glasses), then rolls, scales and places it with one
-   affine warp, composites it over a cluttered background and adds the imaging nuisances
+   weakness, grade 6 total paralysis. Healthy faces keep a small natural asymmetry.
+3. **Pixels** — :func:`render_face` draws the face over a defocused, cluttered room in an
+   upright "canonical" frame: per-pixel fields (a height field lit with Lambert + Blinn–Phong
+   gives skin shading and the depth map; shells give hair, beards) on horizontal bands of
+   rows, and anti-aliased cv2 polygons for eyes, brows, lips, ears, glasses. One affine warp
+   then rolls and places photo, labels and depth together, and the imaging nuisances follow
    (lighting gradient, colour cast, blur, sensor noise; JPEG happens when the file is written).
+   Everything is vectorised NumPy/OpenCV; colour work is done on planes (see :func:`_rep3`).
 
 Coordinates: the canonical frame measures lengths in units of the face half-width ``A``
 pixels, ``x`` to the image's right, ``y`` down, ``z`` toward the camera, the eye line at
@@ -53,7 +55,7 @@ HAIR_STYLES: tuple[str, ...] = (
 BEARD_STYLES: tuple[str, ...] = ("none", "stubble", "full")
 GLASSES_STYLES: tuple[str, ...] = ("none", "round", "rect")
 
-# sRGB skin albedo per Fitzpatrick type (means of published skin-colour measurements, rounded).
+# Representative sRGB skin colours per Fitzpatrick type (hand-picked, jittered per person).
 SKIN_RGB: dict[int, tuple[float, float, float]] = {
     1: (242, 212, 195),
     2: (228, 188, 160),
