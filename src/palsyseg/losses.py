@@ -114,8 +114,13 @@ def category_contours(mask: Tensor, num_classes: int) -> Tensor:
     for dy, dx in ((0, 1), (2, 1), (1, 0), (1, 2)):
         neighbour = padded[:, dy : dy + mask.shape[1], dx : dx + mask.shape[2]]
         differs |= neighbour != centre
-    onehot = F.one_hot(mask, num_classes).permute(0, 3, 1, 2).bool()
-    return onehot & differs[:, None]
+    return _onehot_bool(mask, num_classes) & differs[:, None]
+
+
+def _onehot_bool(mask: Tensor, num_classes: int) -> Tensor:
+    """B×H×W labels → bool B×C×H×W (1 byte per entry, unlike int64 ``F.one_hot``)."""
+    classes = torch.arange(num_classes, device=mask.device)
+    return mask[:, None] == classes[None, :, None, None]
 
 
 def label_edges(mask: Tensor) -> Tensor:
@@ -257,7 +262,10 @@ class SegmentationLoss(nn.Module):
 
         if cfg.hist_weight > 0 and outputs.get("category_embeddings") is not None:
             emb = outputs["category_embeddings"]
-            present = F.one_hot(mask.flatten(1), self.num_classes).sum(dim=1) > 0  # B×C
+            b = mask.shape[0]
+            offsets = torch.arange(b, device=mask.device)[:, None, None] * self.num_classes
+            counts = torch.bincount((mask + offsets).flatten(), minlength=b * self.num_classes)
+            present = counts.view(b, self.num_classes) > 0  # category c occurs in image i
             image_idx, category_idx = present.nonzero(as_tuple=True)
             if emb.shape[-1] != cfg.hist_dim:
                 raise ValueError(
@@ -288,13 +296,13 @@ class SegmentationLoss(nn.Module):
             )
             total = total + cfg.edge_weight * terms["edge"]
 
-        logs = {name: float(value.detach()) for name, value in terms.items()}
-        logs["total"] = float(total.detach())
-        return total, logs
+        names = [*terms, "total"]
+        values = torch.stack([v.detach().float() for v in [*terms.values(), total]]).tolist()
+        return total, dict(zip(names, values, strict=True))  # one device sync for all terms
 
     def _mask_loss(self, mask_logits: Tensor, mask: Tensor) -> Tensor:
         """One-vs-rest BCE + soft Dice of B×C×h×w mask logits against area-downsampled targets."""
-        onehot = F.one_hot(mask, self.num_classes).permute(0, 3, 1, 2).float()
+        onehot = _onehot_bool(mask, self.num_classes).float()
         target = F.adaptive_avg_pool2d(onehot, mask_logits.shape[-2:])
         bce = F.binary_cross_entropy_with_logits(mask_logits, target)
         prob = mask_logits.sigmoid()
@@ -306,24 +314,18 @@ class SegmentationLoss(nn.Module):
     def _depth_loss(self, pred: Tensor, relative: Tensor) -> Tensor:
         """Scale-invariant log error + absolute relative error on pixels with depth (> 0)."""
         cfg = self.config
-        pred = _resize_logits(pred, tuple(relative.shape[-2:]))[:, 0]
+        pred = _resize_logits(pred, tuple(relative.shape[-2:]))[:, 0].clamp(min=0.0)
         target = cfg.m_max * relative
-        valid = relative > 0
+        valid = (relative > 0).float()
         # The generator's nearest point (nose tip) has relative depth ~1/65535: a floor keeps the
         # log and the relative error bounded there, and log finite where the prediction is 0.
         floor = cfg.depth_floor * cfg.m_max
-        losses = []
-        for b in range(pred.shape[0]):
-            v = valid[b]
-            if not v.any():
-                continue
-            p, t = pred[b][v], target[b][v]
-            g = torch.log(p + floor) - torch.log(t + floor)
-            silog = torch.sqrt(
-                (g.pow(2).mean() - cfg.depth_si_lambda * g.mean().pow(2)).clamp(min=1e-8)
-            )
-            abs_rel = ((p - t).abs() / t.clamp(min=floor)).mean()
-            losses.append(silog + abs_rel)
-        if not losses:
-            return pred.sum() * 0.0
-        return torch.stack(losses).mean()
+        count = valid.sum(dim=(1, 2))
+        has_depth = count > 0
+        n = count.clamp(min=1)
+        g = (torch.log(pred + floor) - torch.log(target + floor)) * valid
+        mean_g, mean_g2 = g.sum(dim=(1, 2)) / n, g.pow(2).sum(dim=(1, 2)) / n
+        silog = torch.sqrt((mean_g2 - cfg.depth_si_lambda * mean_g.pow(2)).clamp(min=1e-8))
+        abs_rel = ((pred - target).abs() / target.clamp(min=floor) * valid).sum(dim=(1, 2)) / n
+        per_image = (silog + abs_rel) * has_depth  # images without depth contribute nothing
+        return per_image.sum() / has_depth.sum().clamp(min=1)

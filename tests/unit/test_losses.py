@@ -293,3 +293,24 @@ def test_depth_loss_stays_bounded_at_the_generators_near_zero_nose_tip() -> None
     assert logs["depth"] < 1.0  # one pixel off by 48 units: bounded by the floor (1.6 units)
     loss.backward()
     assert torch.isfinite(depth.grad).all()
+
+
+def test_depth_loss_is_the_mean_over_images_with_depth_of_silog_plus_abs_rel() -> None:
+    torch.manual_seed(0)
+    relative = torch.rand(3, 6, 6) * 0.9 + 0.05
+    relative[0, :2] = 0.0
+    relative[2] = 0.0  # this image has no depth: skipped, not averaged in as 0
+    pred = 80 * torch.rand(3, 1, 6, 6)
+    mask = torch.ones(3, 6, 6, dtype=torch.long)
+    config = LossConfig(m_max=80.0, depth_si_lambda=0.85, depth_floor=0.02)
+    _, logs = SegmentationLoss(config)(
+        {"logits": perfect_logits(mask), "depth": pred}, mask, relative
+    )
+    expected = []
+    for i in range(2):
+        valid = relative[i] > 0
+        p, t = pred[i, 0][valid], 80 * relative[i][valid]
+        g = torch.log(p + 1.6) - torch.log(t + 1.6)
+        silog = torch.sqrt((g**2).mean() - 0.85 * g.mean() ** 2)
+        expected.append(silog + ((p - t).abs() / t.clamp(min=1.6)).mean())
+    assert logs["depth"] == pytest.approx(torch.stack(expected).mean().item(), rel=1e-5)

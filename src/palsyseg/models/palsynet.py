@@ -7,16 +7,20 @@ Wiring (strides relative to the input; widths are :class:`PalsyNetConfig` defaul
 
     image ─ stem s2 ─ stage1 ─ESC─ stage2 ─ESC─ stage3 ─ESC─ stage4 ─ESC─ ASPP          (encoder)
                        1/2 (s1)      1/4 (s2)     1/8 (s3)    1/16
-    ASPP ─up─ +s3 → d8 (1/8) ─up─ +s2 → d4 (1/4) ─up─ +s1 → d2 (1/2)                    (decoder)
+    ASPP ─up─ ⊕s3 → d8 (1/8) ─up─ ⊕s2 → d4 (1/4) ─1×1, up─ +s1 → d2 (1/2)                (decoder)
     d8: tokens for foreground attention; d4: pixel embedding for masks and depth; d2: heads
-    per-pixel head (d2 ⊕ depth embedding) ──┐
-    query masks (last attention layer)  ───┴─ sum of logits ─ bilinear ×2 → "logits" (H×W)
+    per-pixel head (1×1 on d2 ⊕ depth embedding) ──┐
+    query masks (last attention layer)        ───┴─ sum of logits ─ bilinear ×2 → "logits" (H×W)
+    category depth maps ─ merged by argmax(logits) → "depth";  d2 ─ edge head → "edge"
 
 Choices where the paper is vague (each one a reading a reviewer can check):
 
 - **Encoder.** The paper names "convolution blocks" without sizes. To stay light (≤ 5 M
   parameters, a CPU budget of ~25 ms at 250×250) they are depthwise-separable blocks
-  (MobileNet-style) with residuals, 4 stages at strides 2, 4, 8, 16.
+  (MobileNet-style) with residuals, 4 stages at strides 2, 4, 8, 16. Capacity sits at 1/16
+  (cheap per pixel); the 1/2-resolution decoder stage and heads are narrow (16 channels) and
+  fuse by addition, since that resolution dominates CPU time. Skips: concatenation at 1/8 and
+  1/4, addition at 1/2.
 - **ESC block (§3.1, Fig. 2).** 1×1 conv → BN → ReLU → adaptive average pool to 1×1 → three FC
   layers (ReLU, ReLU, sigmoid) → channel gate → bilinear upsampling of the gate back to the
   block's resolution (for a 1×1 gate this equals broadcasting; it is written as the figure draws
@@ -52,7 +56,9 @@ Choices where the paper is vague (each one a reading a reviewer can check):
   (B×C×D). Without foreground attention they are the 1/4 decoder features averaged under each
   category's predicted probability (soft masked average pooling).
 - **Category-edge head**: a small conv head on the 1/2 features predicting one boundary logit
-  map ("edge"), supervised with category boundaries (boundary cues, §4 "border attention").
+  map ("edge"), supervised with category boundaries. It shapes the shared decoder features
+  towards boundaries (the "border cues" of §3.4/§4) as an auxiliary task; its output is not fed
+  back into the logits.
 """
 
 from __future__ import annotations
