@@ -171,3 +171,17 @@ def test_write_is_atomic_on_failure(tmp_path: Path) -> None:
         write_manifest(tmp_path, [Boom("images/b.png", "masks/b.png", "p1", "healthy", "none")])
     assert (tmp_path / "manifest.csv").read_text() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["manifest.csv"]
+
+
+def test_atomic_outputs_get_the_normal_file_mode(tmp_path: Path) -> None:
+    from palsyseg.atomic import atomic_directory, atomic_write_text
+
+    old = os.umask(0o022)
+    try:
+        atomic_write_text(tmp_path / "a.txt", "x")
+        with atomic_directory(tmp_path / "out") as staging:
+            (staging / "f").write_text("y")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "a.txt").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "out").stat().st_mode & 0o777 == 0o755
