@@ -19,11 +19,15 @@ REPO = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
 
 
-def run(cmd: list[str], cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def run(
+    cmd: list[str], cwd: Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     full_env = {**os.environ, "PATH": f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}", **(env or {})}
     full_env["DVC_SITE_CACHE_DIR"] = str(cwd / ".dvc" / "site-cache")
     proc = subprocess.run(cmd, cwd=cwd, env=full_env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    assert proc.returncode == 0, (
+        f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    )
     return proc
 
 
@@ -46,7 +50,9 @@ def test_fresh_clone_reproduces_the_pinned_default_dataset(tmp_path: Path) -> No
     run(["dvc", "repro", "split"], cwd=clone)
 
     # The regenerated dataset is the pinned one: data.dvc (and the lock) are unchanged.
-    diff = subprocess.run(["git", "diff", "--stat", "--", "data.dvc"], cwd=clone, capture_output=True, text=True)
+    diff = subprocess.run(
+        ["git", "diff", "--stat", "--", "data.dvc"], cwd=clone, capture_output=True, text=True
+    )
     assert diff.stdout == "", f"the generator no longer reproduces data.dvc:\n{diff.stdout}"
     status = run(["dvc", "status", "data.dvc"], cwd=clone)
     assert "changed" not in status.stdout, status.stdout
@@ -60,7 +66,10 @@ def test_steward_workflow_push_and_pull_through_s3(tmp_path: Path, seaweedfs) ->
     """synth → validate → dvc add → dvc push (S3 endpointurl) → fresh clone → dvc pull: same bytes."""
     bucket = "steward-data"
     seaweedfs.client().create_bucket(Bucket=bucket)
-    creds = {"AWS_ACCESS_KEY_ID": seaweedfs.access_key, "AWS_SECRET_ACCESS_KEY": seaweedfs.secret_key}
+    creds = {
+        "AWS_ACCESS_KEY_ID": seaweedfs.access_key,
+        "AWS_SECRET_ACCESS_KEY": seaweedfs.secret_key,
+    }
 
     origin = tmp_path / "origin"
     origin.mkdir()
@@ -68,15 +77,45 @@ def test_steward_workflow_push_and_pull_through_s3(tmp_path: Path, seaweedfs) ->
     run(["git", "config", "user.email", "steward@example.org"], cwd=origin)
     run(["git", "config", "user.name", "Data Steward"], cwd=origin)
     run(["dvc", "init", "-q"], cwd=origin)
-    run(["palsyseg", "data", "synth", "--out", "datasets/mini", "--patients", "3", "--size", "64",
-         "--images-per-patient", "2", "--seed", "5"], cwd=origin)
+    run(
+        [
+            "palsyseg",
+            "data",
+            "synth",
+            "--out",
+            "datasets/mini",
+            "--patients",
+            "3",
+            "--size",
+            "64",
+            "--images-per-patient",
+            "2",
+            "--seed",
+            "5",
+        ],
+        cwd=origin,
+    )
     run(["palsyseg", "data", "validate", "datasets/mini"], cwd=origin)
     run(["dvc", "add", "datasets/mini"], cwd=origin)
     run(["dvc", "remote", "add", "-d", "storage", f"s3://{bucket}/dvc"], cwd=origin)
     run(["dvc", "remote", "modify", "storage", "endpointurl", seaweedfs.endpoint], cwd=origin)
     # Keys go to config.local, which git never sees.
-    run(["dvc", "remote", "modify", "--local", "storage", "access_key_id", seaweedfs.access_key], cwd=origin)
-    run(["dvc", "remote", "modify", "--local", "storage", "secret_access_key", seaweedfs.secret_key], cwd=origin)
+    run(
+        ["dvc", "remote", "modify", "--local", "storage", "access_key_id", seaweedfs.access_key],
+        cwd=origin,
+    )
+    run(
+        [
+            "dvc",
+            "remote",
+            "modify",
+            "--local",
+            "storage",
+            "secret_access_key",
+            seaweedfs.secret_key,
+        ],
+        cwd=origin,
+    )
     run(["dvc", "push"], cwd=origin)
     run(["git", "add", "-A"], cwd=origin)
     run(["git", "commit", "-qm", "Add mini dataset"], cwd=origin)
