@@ -351,6 +351,19 @@ def test_config_rejects_impossible_values() -> None:
         PalsyNetConfig(embed_dim=30, attention_heads=4)
 
 
+@pytest.mark.slow
+def test_palsynet_exports_with_torch_export() -> None:
+    """MLflow's default ``pt2`` format goes through ``torch.export``: the graph must trace."""
+    torch.manual_seed(0)
+    model = create_model("palsynet").eval()
+    x = torch.randn(1, 3, 64, 72)
+    program = torch.export.export(model, (x,))
+    with torch.no_grad():
+        exported, eager = program.module()(x), model(x)
+    for key in ("logits", "depth", "edge"):
+        assert torch.allclose(exported[key], eager[key], atol=1e-4)
+
+
 # ---------------------------------------------------------------------------------------------
 # A tiny overfit: the whole objective trains the whole network
 
