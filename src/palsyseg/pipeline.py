@@ -25,6 +25,7 @@ registry's champion is an input kfp cannot see).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import logging
@@ -257,6 +258,9 @@ def train_step(
     splits = Path(splits_dir)
     config = train_config_for(model, train_config)
     context = context or RunContext()
+    # kfp.local resolves the job-name placeholder inside a ParallelFor as
+    # "<job>/for-loop-N-iteration-M"; every run of one pipeline run carries the job's name.
+    context = dataclasses.replace(context, pipeline_run=context.pipeline_run.split("/")[0])
     with tempfile.TemporaryDirectory(prefix=f"palsyseg-train-{model}-", dir=work_dir) as tmp:
         with training_run(
             model_name=model, role=role, config=config, context=context, tracking_uri=tracking_uri
@@ -330,6 +334,7 @@ def evaluate_step(
         champion_version=champion[0] if champion is not None else None,
     )
     atomic_write_text(out_dir / GATES_FILE, json.dumps(gate_report.to_dict(), indent=2) + "\n")
+    _write_info(out_dir, {"candidate": name, "run_id": run_id, "passed": gate_report.passed})
     log_evaluation(run_id, report, gate_report, report_dir=out_dir, tracking_uri=tracking_uri)
     log.info("gates for %s (run %s): %s", name, run_id, gate_report.summary())
     return {
@@ -568,18 +573,15 @@ def _collect_local_run(job_dir: Path, seconds: float, tracking_uri: str) -> Loca
     if evaluate is None:
         raise PipelineError(f"{job_dir}: the evaluate task left no output")
     gates = read_gates(evaluate / "report")
-    train = _task_dir(job_dir, "train-model-op")
-    run_id = ""
-    if train is not None:
-        artifacts = _executor_output(train).get("artifacts", {})
-        for artifact in artifacts.get("checkpoint", {}).get("artifacts", []):
-            run_id = artifact.get("metadata", {}).get("run_id", run_id)
+    # The evaluate step is never cached, so its note names the candidate's run even when the
+    # training step came from the cache (a cached task leaves no files in this job's folder).
+    info = json.loads((evaluate / "report" / STEP_INFO).read_text(encoding="utf-8"))
     version = None
-    for task in sorted(job_dir.rglob("executor_output.json")):
-        if "register-model-op" in task.parent.name:
-            value = _executor_output(task.parent).get("parameterValues", {}).get("Output")
-            version = None if value is None else str(value)
-    return LocalRun(job_dir.name, job_dir, seconds, gates, version, run_id, tracking_uri)
+    register = _task_dir(job_dir, "register-model-op")
+    if register is not None:
+        value = _executor_output(register).get("parameterValues", {}).get("Output")
+        version = None if value is None else str(value)
+    return LocalRun(job_dir.name, job_dir, seconds, gates, version, info["run_id"], tracking_uri)
 
 
 @contextlib.contextmanager

@@ -340,7 +340,10 @@ def register_challenger(
     else:
         import mlflow
 
-        mv = mlflow.register_model(f"runs:/{run_id}/{MODEL_ARTIFACT}", name, tags=tags)
+        # MLflow 3 logs models as "logged models" (models:/m-...); the run records which.
+        run_tags = mlflow_client.get_run(run_id).data.tags
+        source = run_tags.get("palsyseg.model_uri") or f"runs:/{run_id}/{MODEL_ARTIFACT}"
+        mv = mlflow.register_model(source, name, tags=tags)
         version = str(mv.version)
     mlflow_client.set_registered_model_alias(name, CHALLENGER, version)
     log.info("registered %s version %s as %s", name, version, CHALLENGER)

@@ -1,0 +1,146 @@
+"""The whole pipeline with kfp.local against a real MLflow server and SeaweedFS.
+
+A tiny dataset (9 patients, 64 px, 2 images each) is uploaded to S3; the pipeline downloads
+it in its first task, validates, splits, trains the candidate and one baseline for one epoch
+at 32 px, evaluates them, and registers a ``challenger``. A reviewer promotes it; a second
+run reuses the cached steps (same MLflow training run), evaluates the champion too, and —
+under a strict policy — registers nothing. A broken dataset stops the run at validation.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from palsyseg.pipeline import PipelineArguments, PipelineError, build_arguments, run_local
+from palsyseg.storage import fingerprint, upload_directory
+from palsyseg.tracking import registry
+from palsyseg.tracking.gates import PromotionPolicy
+from palsyseg.tracking.runs import client
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
+POLICY = REPO / "mlflow" / "promotion.yaml"
+
+
+def tiny_dataset(root: Path) -> Path:
+    from palsyseg.data.synth import SynthConfig, generate_dataset
+
+    generate_dataset(root, SynthConfig(patients=9, seed=3, size=64, images_per_patient=2))
+    return root
+
+
+def write_params(path: Path) -> Path:
+    path.write_text(
+        "split: {seed: 7, train: 0.6, val: 0.2, test: 0.2}\n"
+        "train: {batch_size: 4, image_size: 32, num_workers: 0}\n",
+        encoding="utf-8",
+    )
+    return path
+
+
+def test_pipeline_end_to_end_on_s3_data_with_a_tracking_server(
+    tracking, s3_env, model_name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = tiny_dataset(tmp_path / "data")
+    uri = "s3://palsyseg-datasets/tiny/v1"
+    upload_directory(data, uri)
+    monkeypatch.setenv("PALSYSEG_USER", "tess-trainer")
+    args = build_arguments(
+        dataset_uri=uri,
+        baselines=["unet_r18"],
+        epochs=1,
+        # One epoch cannot reach the real FPP floor; the gates' wiring is what is tested.
+        gate_overrides={
+            "registered_model": model_name,
+            "min_primary": 0.0,
+            "beat_baselines": False,
+        },
+        params_path=write_params(tmp_path / "params.yaml"),
+        policy_path=POLICY,
+        tracking_uri=tracking.uri,
+    )
+    assert args.dataset_version == fingerprint(data)
+
+    first = run_local(args, work_dir=tmp_path / "kfp")
+    assert first.gates.passed, first.gates.summary()
+    assert first.version == "1"
+    assert first.tracking_uri == tracking.uri
+    assert not (tmp_path / "kfp" / "tmp").exists()  # kfp's temp files are cleaned up
+
+    policy = PromotionPolicy(registered_model=model_name)
+    version = registry.get_version("1", policy=policy)
+    assert version.aliases == ("challenger",)
+    assert registry.champion_version(policy=policy) is None
+    assert version.trained_by == "tess-trainer"
+    assert version.data_version == args.dataset_version
+    assert version.run_id == first.candidate_run_id
+    assert version.gates_passed is True
+
+    mlflow_client = client(tracking.uri)
+    run = mlflow_client.get_run(first.candidate_run_id)
+    assert run.data.tags["palsyseg.role"] == "candidate"
+    assert run.data.tags["palsyseg.model"] == "palsynet"
+    assert run.data.params["dataset_uri"] == uri
+    assert run.data.params["epochs"] == "1"
+    assert run.data.params["image_size"] == "32"
+    assert [m.step for m in mlflow_client.get_metric_history(run.info.run_id, "train_loss")] == [1]
+    assert "val_f1_fpp" in run.data.metrics
+    assert "test_f1_fpp" in run.data.metrics and "test_f1_fpp.unet_r18" in run.data.metrics
+    evaluation = {a.path for a in mlflow_client.list_artifacts(run.info.run_id, "evaluation")}
+    assert {
+        "evaluation/report.json",
+        "evaluation/gates.json",
+        "evaluation/confusion_palsynet.png",
+        "evaluation/confusion_unet_r18.png",
+        "evaluation/f1_per_class.png",
+        "evaluation/predictions.png",
+    } <= evaluation
+    baseline_runs = mlflow_client.search_runs(
+        [run.info.experiment_id],
+        filter_string=f"tags.`pipeline.run` = '{run.data.tags['pipeline.run']}' "
+        "and tags.`palsyseg.role` = 'baseline'",
+    )
+    assert [r.data.tags["palsyseg.model"] for r in baseline_runs] == ["unet_r18"]
+
+    registry.promote("1", reviewer="rita-reviewer", reason="first model", policy=policy)
+
+    # Second run: cached data and training steps, champion evaluated, strict gates.
+    strict = PipelineArguments(**{**args.to_dict(), "gates": {**args.gates, "min_primary": 0.99}})
+    second = run_local(strict, work_dir=tmp_path / "kfp")
+    assert second.candidate_run_id == first.candidate_run_id  # training came from the cache
+    assert second.version is None
+    assert not second.gates.passed
+    assert second.gates.champion == "1"
+    assert [r.name for r in second.gates.failed] == ["primary_floor"]
+    report = json.loads((second.root / "evaluate-models-op" / "report" / "report.json").read_text())
+    assert set(report["models"]) == {"palsynet", "unet_r18", "champion"}
+    assert [v.version for v in registry.list_versions(policy=policy)] == ["1"]
+    assert registry.champion_version(policy=policy) == "1"
+
+
+def test_a_broken_dataset_stops_the_pipeline_at_validation(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    data = tiny_dataset(tmp_path / "data")
+    manifest = data / "manifest.csv"
+    lines = manifest.read_text(encoding="utf-8").splitlines()
+    lines[1] = (
+        lines[1].replace("healthy", "flu").replace("bells_palsy", "flu").replace("stroke", "flu")
+    )
+    manifest.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    args = build_arguments(
+        dataset_uri=str(data),
+        baselines=["unet_r18"],
+        epochs=1,
+        params_path=write_params(tmp_path / "params.yaml"),
+        policy_path=POLICY,
+        tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
+    )
+    with pytest.raises(PipelineError, match="validate-dataset-op"):
+        run_local(args, work_dir=tmp_path / "kfp")
+    assert "flu" in capfd.readouterr().err
+    assert not list((tmp_path / "kfp" / "runs").glob("*/split-dataset-op"))
