@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import multiprocessing
 import threading
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +22,7 @@ import torch
 from torch import nn
 
 from palsyseg.errors import GateError
+from palsyseg.evaluate import EvaluationReport, Example, ModelEvaluation
 from palsyseg.tracking import registry
 from palsyseg.tracking.gates import PromotionPolicy, evaluate_gates
 from palsyseg.tracking.runs import (
@@ -62,29 +62,6 @@ def metrics(fpp: float) -> dict[str, float]:
         "mean_f1": 0.77,
         "pixel_accuracy": 0.93,
     }
-
-
-@dataclass
-class FakeModelEvaluation:
-    name: str
-    metrics: dict[str, float]
-    confusion: np.ndarray
-
-
-@dataclass
-class FakeReport:
-    """Shaped like palsyseg.evaluate.EvaluationReport (dataset, candidate, models, to_dict)."""
-
-    dataset: str
-    candidate: str
-    models: dict[str, FakeModelEvaluation]
-
-    def to_dict(self) -> dict:
-        return {
-            "dataset": self.dataset,
-            "candidate": self.candidate,
-            "models": {n: {"metrics": m.metrics} for n, m in self.models.items()},
-        }
 
 
 def policy_for(name: str, **overrides) -> PromotionPolicy:
@@ -183,20 +160,28 @@ def test_run_records_everything_and_registration_sets_only_challenger(
 
     policy = policy_for(model_name)
     run_id = trained_run(tmp_path, "alice")
-    report = FakeReport(
-        "data",
-        "tiny",
-        {
-            "tiny": FakeModelEvaluation("tiny", metrics(0.6), np.eye(7, dtype=np.int64) * 10),
-            "unet_r18": FakeModelEvaluation("unet_r18", metrics(0.1), np.ones((7, 7), np.int64)),
+    rng = np.random.default_rng(0)
+    truth = rng.integers(0, 7, (IMAGE, IMAGE), dtype=np.uint8)
+    report = EvaluationReport(
+        dataset="data/test",
+        candidate="tiny",
+        models={
+            "tiny": ModelEvaluation("tiny", metrics(0.6), np.eye(7, dtype=np.int64) * 10),
+            "unet_r18": ModelEvaluation("unet_r18", metrics(0.1), np.ones((7, 7), np.int64)),
         },
+        examples=[
+            Example(
+                "images/p1.png",
+                rng.integers(0, 255, (IMAGE, IMAGE, 3), dtype=np.uint8),
+                truth,
+                {"tiny": truth, "unet_r18": np.zeros_like(truth)},
+            )
+        ],
     )
     gates = evaluate_gates(
         metrics(0.6), champion=None, baselines={"unet_r18": metrics(0.1)}, policy=policy
     )
-    overlay = tmp_path / "overlay_0.png"
-    overlay.write_bytes(b"\x89PNG fake")
-    log_evaluation(run_id, report, gates, overlays=[overlay])
+    log_evaluation(run_id, report, gates)
     version = register(run_id, policy, 0.6, "alice")
 
     mlflow_client = client()
@@ -217,12 +202,11 @@ def test_run_records_everything_and_registration_sets_only_challenger(
     assert {
         "evaluation/confusion_tiny.png",
         "evaluation/confusion_unet_r18.png",
-        "evaluation/per_class_f1.png",
+        "evaluation/f1_per_class.png",
+        "evaluation/predictions.png",  # overlays of test predictions
         "evaluation/report.json",
         "evaluation/gates.json",
     } <= files
-    overlays = {a.path for a in mlflow_client.list_artifacts(run_id, "evaluation/overlays")}
-    assert overlays == {"evaluation/overlays/overlay_0.png"}
     assert {a.path for a in mlflow_client.list_artifacts(run_id, "checkpoint")} == {
         "checkpoint/best.pt"
     }
