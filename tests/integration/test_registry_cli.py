@@ -127,7 +127,8 @@ def test_racing_promote_commands_on_one_sqlite_file(project: Path) -> None:
         "require_current_champion: true", "require_current_champion: false"
     ))  # fmt: skip
     policy = PromotionPolicy(require_current_champion=False)
-    versions = [add_version(policy, "alice") for _ in range(3)]
+    versions = [add_version(policy, "alice") for _ in range(6)]
+    by_process, by_thread = versions[:3], versions[3:]
     # Threads in this process and whole CLI processes, all against the same sqlite file.
     procs = [
         subprocess.Popen(
@@ -148,7 +149,7 @@ def test_racing_promote_commands_on_one_sqlite_file(project: Path) -> None:
             stderr=subprocess.PIPE,
             text=True,
         )
-        for i, v in enumerate(versions)
+        for i, v in enumerate(by_process)
     ]
     errors: list[Exception] = []
 
@@ -158,7 +159,7 @@ def test_racing_promote_commands_on_one_sqlite_file(project: Path) -> None:
         except Exception as exc:
             errors.append(exc)
 
-    threads = [threading.Thread(target=promote, args=(v, i)) for i, v in enumerate(versions)]
+    threads = [threading.Thread(target=promote, args=(v, i)) for i, v in enumerate(by_thread)]
     for t in threads:
         t.start()
     outputs = [p.communicate(timeout=240) for p in procs]
@@ -176,4 +177,5 @@ def test_racing_promote_commands_on_one_sqlite_file(project: Path) -> None:
     assert sorted(e.reviewer for e in entries) == sorted(
         [f"proc-{i}" for i in range(3)] + [f"thread-{i}" for i in range(3)]
     )
+    assert sorted(e.to_version for e in entries) == sorted(versions)
     assert registry.champion_version(policy=policy) == current
