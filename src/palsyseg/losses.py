@@ -51,9 +51,7 @@ with independent, bounded gradients. ``combine="product"`` reproduces eq. 8's
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -67,10 +65,10 @@ class LossConfig:
     """Weights and settings of :class:`SegmentationLoss` (a ``params.yaml`` ``loss`` section)."""
 
     ce_weight: float = 1.0
-    class_weights: Sequence[float] | None = None  # per class, for the CE; None = uniform
+    class_weights: tuple[float, ...] | None = None  # per class, for the CE; None = uniform
     boundary_weight: float = 1.0  # eq. 7
-    boundary_category_weights: Sequence[float] | None = None  # w_j of eq. 7; None = all 1
-    combine: Literal["sum", "product"] = "sum"  # eq. 8 reading, see the module docstring
+    boundary_category_weights: tuple[float, ...] | None = None  # w_j of eq. 7; None = all 1
+    combine: str = "sum"  # "sum" | "product"  # eq. 8 reading, see the module docstring
     hist_weight: float = 0.1  # eq. 6 as a whole
     hist_lambda_s: float = 1.0  # λ_s of eq. 6
     hist_tau: float = 32.0  # softmax temperature of the distribution loss (official default)
@@ -86,6 +84,12 @@ class LossConfig:
     edge_max_pos_weight: float = 50.0
 
     def __post_init__(self) -> None:
+        for name in ("class_weights", "boundary_category_weights"):
+            values = getattr(self, name)
+            if values is not None:
+                setattr(self, name, tuple(float(v) for v in values))
+                if any(not v >= 0 for v in getattr(self, name)):
+                    raise ValueError(f"{name} must be non-negative numbers")
         if self.combine not in ("sum", "product"):
             raise ValueError(f"combine must be 'sum' or 'product', got {self.combine!r}")
         if self.hist_lambda_s <= 0:

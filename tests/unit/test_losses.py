@@ -219,7 +219,7 @@ def test_hist_width_mismatch_and_bad_weights_are_refused() -> None:
     with pytest.raises(ValueError, match="class_weights"):
         SegmentationLoss(LossConfig(class_weights=[1.0, 2.0]))
     with pytest.raises(ValueError, match="combine"):
-        LossConfig(combine="max")  # type: ignore[arg-type]
+        LossConfig(combine="max")
     with pytest.raises(ValueError, match="lambda_s"):
         LossConfig(hist_lambda_s=0.0)
 
@@ -314,3 +314,18 @@ def test_depth_loss_is_the_mean_over_images_with_depth_of_silog_plus_abs_rel() -
         silog = torch.sqrt((g**2).mean() - 0.85 * g.mean() ** 2)
         expected.append(silog + ((p - t).abs() / t.clamp(min=1.6)).mean())
     assert logs["depth"] == pytest.approx(torch.stack(expected).mean().item(), rel=1e-5)
+
+
+def test_loss_config_reads_from_a_params_section() -> None:
+    from palsyseg.errors import ConfigError
+    from palsyseg.params import from_section
+
+    config = from_section(
+        {"class_weights": [1, 2, 2, 3, 3, 2, 4], "combine": "product", "m_max": 80}, LossConfig
+    )
+    assert config.class_weights == (1.0, 2.0, 2.0, 3.0, 3.0, 2.0, 4.0)
+    assert config.combine == "product" and config.m_max == 80.0
+    with pytest.raises(ConfigError, match="combine"):
+        from_section({"combine": "max"}, LossConfig)
+    with pytest.raises(ConfigError, match="unknown key"):
+        from_section({"focal_gamma": 2.0}, LossConfig)
