@@ -29,6 +29,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import math
 import os
 import shutil
 import subprocess
@@ -244,14 +245,15 @@ def train_step(
     train_config: Mapping[str, Any] | None = None,
     context: Any = None,
     tracking_uri: str | None = None,
-    work_dir: str | os.PathLike[str] | None = None,
+    history_out: str | os.PathLike[str] | None = None,
 ) -> dict[str, Any]:
     """Train ``model`` on ``splits_dir/train`` (validating on ``val``) as one MLflow run.
 
-    The best checkpoint is copied to ``checkpoint_out`` (a file); returns ``run_id``,
-    ``model_name``, ``role``, ``best_epoch`` and the best validation metrics.
+    The best checkpoint is copied to ``checkpoint_out`` (a file) and, with ``history_out``,
+    the per-epoch history to that JSON file; returns ``run_id``, ``model_name``, ``role``,
+    ``best_epoch`` and the best validation FPP F1.
     """
-    from palsyseg.atomic import atomic_path
+    from palsyseg.atomic import atomic_path, atomic_write_text
     from palsyseg.tracking.runs import RunContext, training_run
     from palsyseg.train import train_model
 
@@ -261,7 +263,7 @@ def train_step(
     # kfp.local resolves the job-name placeholder inside a ParallelFor as
     # "<job>/for-loop-N-iteration-M"; every run of one pipeline run carries the job's name.
     context = dataclasses.replace(context, pipeline_run=context.pipeline_run.split("/")[0])
-    with tempfile.TemporaryDirectory(prefix=f"palsyseg-train-{model}-", dir=work_dir) as tmp:
+    with tempfile.TemporaryDirectory(prefix=f"palsyseg-train-{model}-") as tmp:
         with training_run(
             model_name=model, role=role, config=config, context=context, tracking_uri=tracking_uri
         ) as run:
@@ -275,6 +277,8 @@ def train_step(
             run.log_result(result, input_example=_input_example(splits / "val", config.image_size))
         with atomic_path(checkpoint_out) as target:
             shutil.copyfile(result.best_checkpoint, target)
+    if history_out is not None:
+        atomic_write_text(history_out, json.dumps(_json_safe(result.history), indent=1) + "\n")
     return {
         "run_id": run.run_id,
         "model_name": model,
@@ -282,6 +286,17 @@ def train_step(
         "best_epoch": result.best_epoch,
         "best_val_f1_fpp": float(result.best_val_metrics.get("f1_fpp", float("nan"))),
     }
+
+
+def _json_safe(value: Any) -> Any:
+    """NaN and infinities as ``null`` (JSON has neither)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    return value
 
 
 def evaluate_step(

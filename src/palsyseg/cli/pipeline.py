@@ -186,6 +186,14 @@ def run(
         Path, typer.Option("--work-dir", help="kfp.local outputs, cache and temp files.")
     ] = Path("build/kfp"),
     cache: Annotated[bool, typer.Option("--cache/--no-cache", help="Reuse cached steps.")] = True,
+    threads: Annotated[
+        int | None,
+        typer.Option(
+            "--threads",
+            min=1,
+            help="torch CPU threads per task (OMP_NUM_THREADS); 1 suits a busy 2-core box.",
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the outcome as JSON.")] = False,
 ) -> None:
     """Run the whole pipeline locally with kfp.local (no cluster, no Docker)."""
@@ -197,6 +205,8 @@ def run(
         data, dvc_rev, dvc_repo, candidate, baselines, epochs, image_size, batch_size,
         settings, gate, params, policy, tracking_uri,
     )  # fmt: skip
+    if threads is not None:  # read by torch in every task process
+        os.environ["OMP_NUM_THREADS"] = str(threads)
     result = run_local(arguments, work_dir=work_dir, caching=cache)
     if as_json:
         typer.echo(json.dumps(result.to_dict(), indent=2))
@@ -292,6 +302,25 @@ def submit(
 
 
 # --------------------------------------------------------------------------- steps (DVC)
+#
+# The DVC stages' layout: build/models/candidate.pt and build/models/baselines/<name>.pt, each
+# with <file>.json (model name, MLflow run id) and <file>.history.json (per-epoch metrics);
+# build/evaluation/ holds the report, gates.json, metrics.json and per_class_f1.json.
+
+CANDIDATE_FILE = "candidate.pt"
+BASELINES_DIR = "baselines"
+
+
+def _info(checkpoint: Path) -> dict[str, Any]:
+    from palsyseg.errors import ConfigError
+
+    path = checkpoint.with_suffix(".json")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ConfigError(
+            f"{path}: no train-step record ({exc}); run the train step first"
+        ) from None
 
 
 @step_app.command("train")
@@ -306,7 +335,8 @@ def step_train(
     params: ParamsOption = Path("params.yaml"),
     tracking_uri: TrackingOption = None,
 ) -> None:
-    """Train one model as one MLflow run (the pipeline's train step)."""
+    """Train one model as one MLflow run; OUT, OUT.json (run id), OUT.history.json."""
+    from palsyseg.atomic import atomic_write_text
     from palsyseg.params import load_params
     from palsyseg.pipeline import code_version, dataset_version, train_step
     from palsyseg.tracking.runs import RunContext, current_user
@@ -321,79 +351,89 @@ def step_train(
         trained_by=current_user(),
     )
     info = train_step(
-        splits, out, model=model, role=role, train_config=train, context=context,
+        splits,
+        out,
+        model=model,
+        role=role,
+        train_config=train,
+        context=context,
         tracking_uri=tracking_uri,
-    )  # fmt: skip
-    out.with_suffix(".json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+        history_out=out.with_suffix(".history.json"),
+    )
+    atomic_write_text(out.with_suffix(".json"), json.dumps(info, indent=2) + "\n")
     stdout.print(f"trained {model}: {out} (MLflow run {info['run_id']})")
 
 
 @step_app.command("evaluate")
 def step_evaluate(
     splits: Annotated[Path, typer.Option("--splits", help="Split directory (test/).")],
-    candidate: Annotated[
-        Path, typer.Option("--candidate", help="Candidate checkpoint (train step output).")
-    ],
-    baseline: Annotated[
-        list[Path], typer.Option("--baseline", help="Baseline checkpoint; repeatable.")
+    models: Annotated[
+        Path, typer.Option("--models", help="Train-step outputs: candidate.pt, baselines/NAME.pt.")
     ],
     out: Annotated[Path, typer.Option("--out", help="Report directory.")],
+    params: ParamsOption = Path("params.yaml"),
     policy: PolicyOption = Path("mlflow/promotion.yaml"),
     tracking_uri: TrackingOption = None,
 ) -> None:
-    """Evaluate candidate vs baselines vs champion, decide the gates (the pipeline's evaluate step).
+    """Candidate vs the baselines named in params 'evaluate' vs the champion; decide the gates.
 
-    Also writes ``OUT/metrics.json`` (the candidate's test metrics, for ``dvc metrics``) and
-    ``OUT/per_class_f1.json`` (for ``dvc plots``).
+    Also writes ``OUT/metrics.json`` (the candidate's test metrics and the verdict, for
+    ``dvc metrics``) and ``OUT/per_class_f1.json`` (every model's F1 per class, for ``dvc plots``).
     """
     from palsyseg.atomic import atomic_write_text
+    from palsyseg.errors import ConfigError
     from palsyseg.labels import LABEL_NAMES
-    from palsyseg.pipeline import evaluate_step
-    from palsyseg.tracking.gates import load_policy
+    from palsyseg.params import load_params
+    from palsyseg.pipeline import REPORT_FILE, evaluate_step
+    from palsyseg.tracking.gates import GateReport, load_policy
 
-    def info(path: Path) -> dict[str, Any]:
-        return json.loads(path.with_suffix(".json").read_text(encoding="utf-8"))
-
-    cand = info(candidate)
+    names = list((load_params(params).get("evaluate") or {}).get("baselines") or [])
+    if not names:
+        raise ConfigError(f"{params}: evaluate.baselines lists no baseline")
+    candidate = models / CANDIDATE_FILE
+    record = _info(candidate)
+    baselines = [
+        (_info(p)["model_name"], p) for p in (models / BASELINES_DIR / f"{n}.pt" for n in names)
+    ]
     result = evaluate_step(
         splits,
         out,
-        candidate=(cand["model_name"], candidate, cand["run_id"]),
-        baselines=[(info(b)["model_name"], b) for b in baseline],
+        candidate=(record["model_name"], candidate, record["run_id"]),
+        baselines=baselines,
         gates=load_policy(policy).to_dict(),
         tracking_uri=tracking_uri,
     )
     metrics = {k: v for k, v in result["metrics"].items() if isinstance(v, int | float)}
-    atomic_write_text(
-        out / "metrics.json",
-        json.dumps({**metrics, "gates_passed": result["passed"]}, indent=2, sort_keys=True) + "\n",
-    )
-    rows = [{"class": n, "f1": metrics.get(f"f1_{n}")} for n in LABEL_NAMES]
-    atomic_write_text(out / "per_class_f1.json", json.dumps(rows, indent=2) + "\n")
-    from palsyseg.tracking.gates import GateReport
-
+    metrics["gates_passed"] = result["passed"]
+    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+    report = json.loads((out / REPORT_FILE).read_text(encoding="utf-8"))
+    rows = [
+        {"model": name, "class": label, "f1": entry["metrics"].get(f"f1_{label}")}
+        for name, entry in report["models"].items()
+        for label in LABEL_NAMES
+    ]
+    atomic_write_text(out / "per_class_f1.json", json.dumps(rows, indent=1) + "\n")
     stdout.print(gates_table(GateReport.from_dict(result["gates"])))
 
 
 @step_app.command("register")
 def step_register(
-    candidate: Annotated[
-        Path, typer.Option("--candidate", help="Candidate checkpoint (train step output).")
-    ],
+    models: Annotated[Path, typer.Option("--models", help="Train-step outputs (candidate.pt).")],
     report: Annotated[Path, typer.Option("--report", help="Evaluate step's report directory.")],
     out: Annotated[Path, typer.Option("--out", help="Write the outcome (JSON) here.")],
     policy: PolicyOption = Path("mlflow/promotion.yaml"),
     tracking_uri: TrackingOption = None,
 ) -> None:
-    """Register the candidate as challenger when its gates passed (the pipeline's register step).
+    """Register the candidate as challenger when its gates passed.
 
-    A failed gate is not an error here: the outcome file says ``registered: false``.
+    Failed gates are not an error here (the Kubeflow pipeline skips the step instead): the
+    outcome file says ``"registered": false`` and why.
     """
     from palsyseg.atomic import atomic_write_text
     from palsyseg.pipeline import read_gates, register_step
     from palsyseg.tracking.gates import load_policy
 
-    run_id = json.loads(candidate.with_suffix(".json").read_text(encoding="utf-8"))["run_id"]
+    run_id = _info(models / CANDIDATE_FILE)["run_id"]
     gates = read_gates(report)
     outcome: dict[str, Any] = {"run_id": run_id, "gates": gates.summary(), "registered": False}
     if gates.passed:
