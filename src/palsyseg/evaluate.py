@@ -50,7 +50,7 @@ SUMMARY_METRICS: tuple[tuple[str, str], ...] = (
     ("f1_fpp", "FPP F1"),
     ("palsy_sensitivity", "sens."),
     ("palsy_specificity", "spec."),
-    ("latency_ms", "ms/img"),
+    ("latency_ms", "ms"),
 )
 
 
