@@ -112,3 +112,26 @@ def test_dvc_repro_metrics_plots_and_experiments(project) -> None:
     # The same training run is registered once: still version 1.
     outcome = json.loads((root / "build" / "registration.json").read_text())
     assert outcome["version"] == "1"
+
+
+def test_a_dataset_at_a_dvc_revision_is_fetched_and_versioned(project, tmp_path: Path) -> None:
+    from palsyseg.pipeline import dataset_version
+    from palsyseg.storage import fingerprint, materialize_dataset
+
+    root, env = project
+    run(["dvc", "repro", "synth"], root, env)
+    run(["git", "add", "dvc.lock"], root, env)
+    run(["git", "commit", "-q", "-m", "dataset v1"], root, env)
+    commit = run(["git", "rev-parse", "HEAD"], root, env).stdout.strip()
+    v1 = fingerprint(root / "build" / "synth")
+    # The workspace moves on; the revision still names the committed dataset.
+    (root / "params.yaml").write_text(TINY_PARAMS.replace("seed: 3", "seed: 4"))
+    run(["dvc", "repro", "synth"], root, env)
+    assert fingerprint(root / "build" / "synth") != v1
+
+    old = materialize_dataset("build/synth", tmp_path / "at-v1", dvc_rev=commit, dvc_repo=str(root))
+    assert fingerprint(old) == v1
+    assert (old / "manifest.csv").is_file()
+    assert dataset_version("build/synth", dvc_rev="HEAD", dvc_repo=str(root)) == (
+        f"dvc:{commit}:build/synth"
+    )

@@ -518,8 +518,3 @@ def log_evaluation(
             mlflow_client.set_tag(
                 run_id, f"gate.{result.name}", "pass" if result.passed else "fail"
             )
-
-
-def run_metrics(run_id: str, *, tracking_uri: str | None = None) -> dict[str, float]:
-    """The latest value of every metric of a run."""
-    return dict(client(tracking_uri).get_run(run_id).data.metrics)
