@@ -601,6 +601,162 @@ def train_model(
             dist.destroy_process_group()
 
 
+@dataclass
+class _Run:
+    """What one training run holds and mutates; ``last.pt`` stores all of it."""
+
+    config: TrainConfig
+    procs: _Processes
+    device: torch.device
+    out_dir: Path
+    amp_dtype: torch.dtype | None
+    channels_last: bool
+    model: nn.Module
+    criterion: nn.Module
+    step: nn.Module  # model + loss, DDP-wrapped under torchrun
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    state: dict[str, Any] = field(
+        default_factory=lambda: {
+            "epoch": 0,  # epochs completed
+            "best_key": [-math.inf, -math.inf],
+            "best_epoch": 0,
+            "best_val_metrics": {},
+            "best_threshold": 0.0,
+            "history": [],
+        }
+    )
+
+    def payload(self, metadata: dict[str, Any], *, training: bool) -> dict[str, Any]:
+        data = {
+            "format": CHECKPOINT_FORMAT,
+            "version": CHECKPOINT_VERSION,
+            "model_state": self.model.state_dict(),
+            "metadata": metadata,
+        }
+        if training:
+            data["training"] = {
+                **self.state,
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
+                "loss_state": self.criterion.state_dict(),
+                "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
+                "rng": _rng_state(),
+            }
+        return data
+
+
+def _build_run(
+    config: TrainConfig, procs: _Processes, device: torch.device, out_dir: Path, steps: int
+) -> _Run:
+    cuda = device.type == "cuda"
+    amp_dtype: torch.dtype | None = None
+    if cuda and config.amp:
+        amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    channels_last = cuda and config.channels_last
+    model = create_model(config.model, num_classes=NUM_CLASSES, **config.model_kwargs).to(device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    # The HIST loss owns parameters (class means, HGNN): they train with the model, sit in the
+    # optimizer, the checkpoint and, under DDP, the gradient all-reduce.
+    criterion = SegmentationLoss(config.loss, num_classes=NUM_CLASSES).to(device)
+    step = _TrainStep(model, criterion, amp_dtype)
+    optimizer = torch.optim.SGD(
+        step.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
+    )
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, _poly_factor(config.epochs * steps, config.poly_power)
+    )
+    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
+    return _Run(
+        config, procs, device, out_dir, amp_dtype, channels_last,
+        model, criterion, step, optimizer, scheduler, scaler,
+    )  # fmt: skip
+
+
+def _resume(run: _Run, path: Path) -> None:
+    """Load model, loss, optimizer, scheduler, scaler, progress and RNG states from ``path``."""
+    checkpoint = read_checkpoint(path, map_location=str(run.device))
+    if "training" not in checkpoint:
+        raise CheckpointError(
+            Problem(file=str(path), rule="holds no training state to resume from")
+        )
+    _check_resume_config(path, checkpoint["metadata"].get("train_config", {}), run.config)
+    training = checkpoint["training"]
+    run.model.load_state_dict(checkpoint["model_state"])
+    run.criterion.load_state_dict(training["loss_state"])
+    run.optimizer.load_state_dict(training["optimizer"])
+    run.scheduler.load_state_dict(training["scheduler"])
+    if training.get("scaler"):
+        run.scaler.load_state_dict(training["scaler"])
+    run.state = {key: training[key] for key in run.state}
+    _restore_rng_state(training["rng"])
+    log.info("resumed %s from %s after epoch %d", run.config.model, path, run.state["epoch"])
+
+
+def _train_epoch(
+    run: _Run, loader: Any, epoch: int, on_batch: Callable[[float], None]
+) -> dict[str, float]:
+    """One pass over the training data; returns the sample-weighted mean loss terms (all ranks)."""
+    run.step.train()
+    sums: dict[str, float] = {}
+    seen = 0
+    for index, batch in enumerate(loader):
+        image = batch["image"].to(run.device, non_blocking=True)
+        if run.channels_last:
+            image = image.contiguous(memory_format=torch.channels_last)
+        mask = batch["mask"].to(run.device, non_blocking=True)
+        depth = batch["depth"].to(run.device, non_blocking=True)
+        loss, terms = run.step(image, mask, depth)
+        if not torch.isfinite(loss):
+            raise TrainingError(
+                f"{run.config.model}: loss became {loss.item()} at epoch {epoch + 1}, step "
+                f"{index + 1} (lr {run.scheduler.get_last_lr()[0]:.3g}); lower the learning rate"
+            )
+        run.optimizer.zero_grad(set_to_none=True)
+        run.scaler.scale(loss).backward()
+        run.scaler.step(run.optimizer)
+        run.scaler.update()
+        run.scheduler.step()  # poly decay per iteration
+        n = image.shape[0]
+        seen += n
+        sums["loss"] = sums.get("loss", 0.0) + loss.item() * n
+        for term, value in terms.items():
+            if term != "total":  # the same number as "loss"
+                sums[term] = sums.get(term, 0.0) + float(value) * n
+        on_batch(sums["loss"] / seen)
+    return _reduce_means(sums, seen, run.procs, run.device)
+
+
+def _finish_epoch(
+    run: _Run, epoch: int, entry: dict[str, float], val_loader: Any, started: float
+) -> None:
+    """Rank 0: validate, keep the best model, write last.pt and history.json."""
+    metrics, threshold = validate(
+        run.model, val_loader, run.device, amp_dtype=run.amp_dtype, channels_last=run.channels_last
+    )
+    entry.update({f"val_{k}": float(v) for k, v in metrics.items()})
+    entry["val_palsy_threshold"] = float(threshold)
+    entry["epoch_seconds"] = time.perf_counter() - started  # training and validation
+    state = run.state
+    state["history"].append(entry)
+    state["epoch"] = epoch + 1
+    metadata = _metadata(run.config, epoch + 1, metrics, threshold)
+    key = list(_selection_key(metrics))
+    if key > state["best_key"]:  # strictly better: on a tie the earlier epoch stays
+        state.update(
+            best_key=key,
+            best_epoch=epoch + 1,
+            best_val_metrics=dict(metrics),
+            best_threshold=float(threshold),
+        )
+        _save_checkpoint(run.out_dir / BEST_CHECKPOINT, run.payload(metadata, training=False))
+    _save_checkpoint(run.out_dir / LAST_CHECKPOINT, run.payload(metadata, training=True))
+    history = json.dumps(_json_safe(state["history"]), indent=1)
+    atomic_write_text(run.out_dir / HISTORY_FILE, history)
+
+
 def _train(
     train_dir: Path,
     val_dir: Path,
@@ -611,77 +767,27 @@ def _train(
     resume: bool,
     on_epoch_end: Callable[[int, dict[str, float]], None] | None,
 ) -> TrainResult | None:
-    last_path, best_path = out_dir / LAST_CHECKPOINT, out_dir / BEST_CHECKPOINT
-    cuda = device.type == "cuda"
-    amp_dtype: torch.dtype | None = None
-    if cuda and config.amp:
-        amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    channels_last = cuda and config.channels_last
-
     _seed_everything(config.seed)
     train_set, sampler, train_loader, val_loader = _make_loaders(
         train_dir, val_dir, config, procs, device
     )
-    model = create_model(config.model, num_classes=NUM_CLASSES, **config.model_kwargs).to(device)
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    # The HIST loss owns parameters (class means, HGNN): they train with the model, sit in the
-    # optimizer, the checkpoint and, under DDP, the gradient all-reduce.
-    criterion = SegmentationLoss(config.loss, num_classes=NUM_CLASSES).to(device)
-    step_module = _TrainStep(model, criterion, amp_dtype)
-    optimizer = torch.optim.SGD(
-        step_module.parameters(),
-        lr=config.lr,
-        momentum=config.momentum,
-        weight_decay=config.weight_decay,
-    )
-    steps_per_epoch = len(train_loader)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, _poly_factor(config.epochs * steps_per_epoch, config.poly_power)
-    )
-    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
-
-    state: dict[str, Any] = {
-        "epoch": 0,
-        "best_key": [-math.inf, -math.inf],
-        "best_epoch": 0,
-        "best_val_metrics": {},
-        "best_threshold": 0.0,
-        "history": [],
-    }
+    run = _build_run(config, procs, device, out_dir, len(train_loader))
+    last_path = out_dir / LAST_CHECKPOINT
     if resume and last_path.exists():
-        checkpoint = read_checkpoint(last_path, map_location=str(device))
-        if "training" not in checkpoint:
-            raise CheckpointError(
-                Problem(file=str(last_path), rule="holds no training state to resume from")
-            )
-        _check_resume_config(last_path, checkpoint["metadata"].get("train_config", {}), config)
-        training = checkpoint["training"]
-        model.load_state_dict(checkpoint["model_state"])
-        criterion.load_state_dict(training["loss_state"])
-        optimizer.load_state_dict(training["optimizer"])
-        scheduler.load_state_dict(training["scheduler"])
-        if training.get("scaler"):
-            scaler.load_state_dict(training["scaler"])
-        state = {key: training[key] for key in state}
-        _restore_rng_state(training["rng"])
-        log.info("resumed %s from %s after epoch %d", config.model, last_path, state["epoch"])
+        _resume(run, last_path)
     elif resume:
         log.info("no %s in %s: starting %s from scratch", LAST_CHECKPOINT, out_dir, config.model)
-
-    train_step: nn.Module = step_module
     if procs.world_size > 1:
         from torch.nn.parallel import DistributedDataParallel
 
-        train_step = DistributedDataParallel(
-            step_module,
-            device_ids=[device.index] if cuda else None,
+        run.step = DistributedDataParallel(
+            run.step,
+            device_ids=[device.index] if device.type == "cuda" else None,
             find_unused_parameters=True,  # ablations and aux heads leave some parameters idle
         )
-
-    if state["epoch"] >= config.epochs:
-        log.info("%s already trained for %d epochs", config.model, state["epoch"])
-        return _result(out_dir, config, state)
+    if run.state["epoch"] >= config.epochs:
+        log.info("%s already trained for %d epochs", config.model, run.state["epoch"])
+        return _result(out_dir, config, run.state)
 
     from rich.progress import TextColumn
 
@@ -689,108 +795,35 @@ def _train(
 
     bar = progress_bar(TextColumn("{task.fields[status]}")) if procs.is_main else None
     with bar or contextlib.nullcontext():
-        epochs_task = batches_task = None
         if bar is not None:
             epochs_task = bar.add_task(
-                f"{config.model} epochs", total=config.epochs, completed=state["epoch"], status=""
+                f"{config.model}", total=config.epochs, completed=run.state["epoch"], status=""
             )
-            batches_task = bar.add_task("batches", total=steps_per_epoch, status="")
-        for epoch in range(state["epoch"], config.epochs):
+            batches_task = bar.add_task("batches", total=len(train_loader), status="")
+
+        def on_batch(mean_loss: float) -> None:
+            if bar is not None:
+                bar.update(batches_task, advance=1, status=f"loss {mean_loss:.4f}")
+
+        for epoch in range(run.state["epoch"], config.epochs):
             started = time.perf_counter()
+            # data order and augmentation are functions of (seed, epoch): resumable exactly
             sampler.set_epoch(epoch)
             train_set.set_epoch(epoch)
-            step_module.train()
-            sums: dict[str, float] = {}
-            seen = 0
             if bar is not None:
-                bar.reset(batches_task, total=steps_per_epoch, description=f"epoch {epoch + 1}")
-            for step, batch in enumerate(train_loader):
-                image = batch["image"].to(device, non_blocking=True)
-                if channels_last:
-                    image = image.contiguous(memory_format=torch.channels_last)
-                mask = batch["mask"].to(device, non_blocking=True)
-                depth = batch["depth"].to(device, non_blocking=True)
-                loss, terms = train_step(image, mask, depth)
-                if not torch.isfinite(loss):
-                    raise TrainingError(
-                        f"{config.model}: loss became {loss.item()} at epoch {epoch + 1}, step "
-                        f"{step + 1} (lr {scheduler.get_last_lr()[0]:.3g}); lower the learning rate"
-                    )
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
-                scheduler.step()
-                n = image.shape[0]
-                seen += n
-                sums["loss"] = sums.get("loss", 0.0) + loss.item() * n
-                for term, value in terms.items():
-                    sums[term] = sums.get(term, 0.0) + float(value) * n
-                if bar is not None:
-                    bar.update(batches_task, advance=1, status=f"loss {sums['loss'] / seen:.4f}")
-            train_means = _reduce_means(sums, seen, procs, device)
-            entry: dict[str, float] = {"epoch": epoch + 1, "train_loss": train_means.pop("loss")}
-            entry.update({f"train_{k}": v for k, v in train_means.items() if k != "total"})
-            entry["lr"] = float(scheduler.get_last_lr()[0])
-
+                bar.reset(batches_task, total=len(train_loader), description=f"epoch {epoch + 1}")
+            means = _train_epoch(run, train_loader, epoch, on_batch)
+            entry: dict[str, float] = {"epoch": epoch + 1, "train_loss": means.pop("loss")}
+            entry.update({f"train_{k}": v for k, v in means.items()})
+            entry["lr"] = float(run.scheduler.get_last_lr()[0])
             if procs.is_main:
-                metrics, threshold = validate(
-                    model, val_loader, device, amp_dtype=amp_dtype, channels_last=channels_last
-                )
-                entry.update({f"val_{k}": float(v) for k, v in metrics.items()})
-                entry["val_palsy_threshold"] = float(threshold)
-                entry["epoch_seconds"] = time.perf_counter() - started
-                state["history"].append(entry)
-                state["epoch"] = epoch + 1
-                key = list(_selection_key(metrics))
-                metadata = _metadata(config, epoch + 1, metrics, threshold)
-                if key > state["best_key"]:
-                    state.update(
-                        best_key=key,
-                        best_epoch=epoch + 1,
-                        best_val_metrics=dict(metrics),
-                        best_threshold=float(threshold),
-                    )
-                    _save_checkpoint(
-                        best_path,
-                        {
-                            "format": CHECKPOINT_FORMAT,
-                            "version": CHECKPOINT_VERSION,
-                            "model_state": model.state_dict(),
-                            "metadata": metadata,
-                        },
-                    )
-                _save_checkpoint(
-                    last_path,
-                    {
-                        "format": CHECKPOINT_FORMAT,
-                        "version": CHECKPOINT_VERSION,
-                        "model_state": model.state_dict(),
-                        "metadata": metadata,
-                        "training": {
-                            **state,
-                            "optimizer": optimizer.state_dict(),
-                            "scheduler": scheduler.state_dict(),
-                            "loss_state": criterion.state_dict(),
-                            "scaler": scaler.state_dict() if scaler.is_enabled() else None,
-                            "rng": _rng_state(),
-                        },
-                    },
-                )
-                atomic_write_text(
-                    out_dir / HISTORY_FILE, json.dumps(_json_safe(state["history"]), indent=1)
-                )
+                _finish_epoch(run, epoch, entry, val_loader, started)
                 log.info(
                     "%s epoch %d/%d: loss %.4f, val mean F1 %.4f, mIoU %.4f, FPP F1 %.4f (%.1fs)",
-                    config.model,
-                    epoch + 1,
-                    config.epochs,
-                    entry["train_loss"],
-                    entry["val_mean_f1"],
-                    entry["val_miou"],
-                    entry["val_f1_fpp"],
+                    config.model, epoch + 1, config.epochs, entry["train_loss"],
+                    entry["val_mean_f1"], entry["val_miou"], entry["val_f1_fpp"],
                     entry["epoch_seconds"],
-                )
+                )  # fmt: skip
                 if bar is not None:
                     bar.update(
                         epochs_task,
@@ -802,12 +835,12 @@ def _train(
                 if on_epoch_end is not None:
                     on_epoch_end(epoch + 1, dict(entry))
             else:
-                state["epoch"] = epoch + 1
+                run.state["epoch"] = epoch + 1
             if procs.world_size > 1:
                 import torch.distributed as dist
 
                 dist.barrier()
-    return _result(out_dir, config, state) if procs.is_main else None
+    return _result(out_dir, config, run.state) if procs.is_main else None
 
 
 def _reduce_means(
