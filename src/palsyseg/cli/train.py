@@ -48,7 +48,7 @@ def train(
     ] = None,
     out: Annotated[
         Path | None,
-        typer.Option("--out", help="Run directory for checkpoints [default: build/models/MODEL]."),
+        typer.Option("--out", help="Run directory for checkpoints (default: build/models/MODEL)."),
     ] = None,
     epochs: Annotated[int | None, typer.Option(min=1, help="Epochs (overrides params).")] = None,
     batch_size: Annotated[
@@ -150,7 +150,7 @@ def evaluate(
     out: Annotated[Path, typer.Option("--out", help="Directory for report.json and the plots.")],
     candidate: Annotated[
         str | None,
-        typer.Option(help="The model under review [default: params.yaml evaluate.candidate]."),
+        typer.Option(help="The model under review (default: params.yaml evaluate.candidate)."),
     ] = None,
     params: Annotated[
         Path, typer.Option(help="params.yaml whose 'evaluate' section gives the defaults.")
