@@ -600,13 +600,16 @@ def _collect_local_run(job_dir: Path, seconds: float, tracking_uri: str) -> Loca
 
 
 @contextlib.contextmanager
-def _temporary_files_in(tmp: Path) -> Iterator[None]:
-    """Point ``TMPDIR`` (tasks) and ``tempfile`` (this process) at ``tmp``; remove it after.
+def _temporary_files_in(parent: Path) -> Iterator[None]:
+    """Point ``TMPDIR`` (tasks) and ``tempfile`` (this process) at a fresh folder in ``parent``.
 
-    Every kfp.local run leaves ``kfp-workspace-*`` and component files in the temp folder.
+    Every kfp.local run leaves ``kfp-workspace-*`` and component files in the temp folder; the
+    folder is this run's own (runs sharing a work dir do not clean up each other's) and is
+    removed afterwards.
     """
+    parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix="run-", dir=parent))
     saved_env, saved_tempdir = os.environ.get("TMPDIR"), tempfile.tempdir
-    tmp.mkdir(parents=True, exist_ok=True)
     os.environ["TMPDIR"] = str(tmp)
     tempfile.tempdir = str(tmp)
     try:
@@ -618,6 +621,8 @@ def _temporary_files_in(tmp: Path) -> Iterator[None]:
         else:
             os.environ["TMPDIR"] = saved_env
         shutil.rmtree(tmp, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            parent.rmdir()  # only when no other run is using it
 
 
 def run_local(
@@ -635,11 +640,14 @@ def run_local(
     """
     from kfp import local
 
-    from palsyseg.tracking.runs import resolve_tracking_uri
+    from palsyseg.tracking.runs import ensure_experiment, resolve_tracking_uri
     from pipelines.training_pipeline import training_pipeline
 
     arguments.check()
     tracking_uri = resolve_tracking_uri(arguments.tracking_uri or None)
+    # Create the store (a new sqlite file is migrated on first use) and the experiment here,
+    # once: kfp.local runs the ParallelFor's training tasks at the same time.
+    ensure_experiment(tracking_uri=tracking_uri)
     arguments = PipelineArguments(**{**arguments.to_dict(), "tracking_uri": tracking_uri})
     work_dir = Path(work_dir).resolve()
     root, cache = work_dir / "runs", work_dir / "cache"

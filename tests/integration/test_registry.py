@@ -258,6 +258,13 @@ def test_run_records_everything_and_registration_sets_only_challenger(
 
     # Checkpoint of the champion for re-evaluation: none until a reviewer promotes.
     assert registry.download_champion_checkpoint(tmp_path / "c", policy=policy) is None
+    # A reviewer holds the version to the policy in force: thresholds it was not gated with
+    # must be accepted explicitly (the same policy), never silently.
+    assert info.policy["min_primary"] == 0.3
+    with pytest.raises(GateError, match=r"gated under another policy \(min_primary 0.3 -> 0.5\)"):
+        registry.promote(
+            version, reviewer="bob", reason="x", policy=PromotionPolicy(registered_model=model_name)
+        )
     registry.promote(version, reviewer="bob", reason="first model", policy=policy)
     found = registry.download_champion_checkpoint(tmp_path / "c", policy=policy)
     assert found is not None and found[0] == version

@@ -177,3 +177,15 @@ def test_policy_refuses_unknown_keys_and_bad_values(tmp_path: Path) -> None:
         policy_from_dict({"min_primary": "high"})
     with pytest.raises(ConfigError, match="does not exist"):
         load_policy(tmp_path / "missing.yaml")
+
+
+def test_policy_differences_name_each_changed_threshold() -> None:
+    recorded = PromotionPolicy(min_primary=0.0, beat_baselines=False).thresholds()
+    current = PromotionPolicy()
+    assert current.differences(recorded) == [
+        "min_primary 0.0 -> 0.5",
+        "beat_baselines False -> True",
+    ]
+    assert current.differences(current.thresholds()) == []
+    assert current.differences({}) == []  # nothing recorded: nothing to compare
+    assert "registered_model" not in current.thresholds()

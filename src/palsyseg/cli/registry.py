@@ -36,10 +36,15 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of 
 DEFAULT_POLICY = Path("mlflow/promotion.yaml")
 
 
-def _policy(path: Path) -> Any:
-    from palsyseg.tracking.gates import load_policy
+def _policy(path: Path, overrides: list[str] | None = None) -> Any:
+    from palsyseg.tracking.gates import load_policy, policy_from_dict
 
-    return load_policy(path)
+    policy = load_policy(path)
+    if not overrides:
+        return policy
+    from palsyseg.cli.pipeline import _pairs
+
+    return policy_from_dict({**policy.to_dict(), **_pairs(overrides, "--gate")})
 
 
 def _fmt(value: float | None) -> str:
@@ -135,12 +140,18 @@ def promote(
     reviewer: Annotated[str, typer.Option("--reviewer", help="Your name (not the trainer's).")],
     reason: Annotated[str, typer.Option("--reason", help="Why, for the audit trail.")],
     policy: PolicyOption = DEFAULT_POLICY,
+    gate: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--gate", help="Policy field KEY=VALUE the version was gated with; repeatable."
+        ),
+    ] = None,
     tracking_uri: TrackingOption = None,
 ) -> None:
     """Move alias champion to VERSION; refused if a gate failed or you trained it."""
     from palsyseg.tracking import registry
 
-    rules = _policy(policy)
+    rules = _policy(policy, gate)
     entry = registry.promote(
         version, reviewer=reviewer, reason=reason, policy=rules, tracking_uri=tracking_uri
     )

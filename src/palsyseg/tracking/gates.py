@@ -73,6 +73,29 @@ class PromotionPolicy:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def thresholds(self) -> dict[str, Any]:
+        """The fields that decide a gate (what a version records it was gated with)."""
+        return {name: getattr(self, name) for name in THRESHOLD_FIELDS}
+
+    def differences(self, recorded: Mapping[str, Any]) -> list[str]:
+        """``"min_primary 0.0 -> 0.5"`` for each threshold ``recorded`` sets differently."""
+        changed = []
+        for name, value in self.thresholds().items():
+            if name in recorded and recorded[name] != value:
+                changed.append(f"{name} {recorded[name]!r} -> {value!r}")
+        return changed
+
+
+THRESHOLD_FIELDS: tuple[str, ...] = (
+    "primary_metric",
+    "min_primary",
+    "champion_tolerance",
+    "max_class_drop",
+    "class_metrics",
+    "beat_baselines",
+    "baseline_margin",
+)
+
 
 def load_policy(path: str | os.PathLike[str] = DEFAULT_POLICY_PATH) -> PromotionPolicy:
     """Read a promotion policy YAML; a missing default file gives the built-in defaults.

@@ -106,6 +106,7 @@ class VersionInfo:
     gates_passed: bool | None
     gates: dict[str, str] = field(default_factory=dict)
     compared_with: str = ""
+    policy: dict[str, Any] = field(default_factory=dict)  # thresholds it was gated with
 
 
 def _audit_key(seq: int) -> str:
@@ -215,7 +216,16 @@ def _version_info(mv: Any) -> VersionInfo:
             if k.startswith("gate.") and not k.endswith(".detail")
         },
         compared_with=tags.get("gates.champion", ""),
+        policy=_json_tag(tags.get("gates.policy")),
     )
+
+
+def _json_tag(text: str | None) -> dict[str, Any]:
+    try:
+        value = json.loads(text) if text else {}
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
 
 
 def get_version(
@@ -322,6 +332,7 @@ def register_challenger(
         "gates.passed": str(gate_report.passed).lower(),
         "gates.champion": gate_report.champion or "none",
         "gates.summary": gate_report.summary(),
+        "gates.policy": json.dumps(policy.thresholds(), sort_keys=True),
     }
     for result in gate_report.results:
         tags[f"gate.{result.name}"] = "pass" if result.passed else "fail"
@@ -477,9 +488,9 @@ def promote(
     """Move ``champion`` to ``version`` for ``reviewer``; return the audit entry written.
 
     Refuses with :class:`GateError` when: a recorded gate failed (or none were recorded), the
-    reviewer is the version's ``trained_by``, the version already is champion, or (policy
-    ``require_current_champion``) the version's gates compared it with another champion than
-    the current one.
+    version was gated with other thresholds than ``policy``'s, the reviewer is the version's
+    ``trained_by``, the version already is champion, or (policy ``require_current_champion``)
+    the version's gates compared it with another champion than the current one.
     """
     policy = policy or PromotionPolicy()
     reviewer, reason = _check_text(reviewer, reason)
@@ -494,6 +505,13 @@ def promote(
     if missing:
         raise GateError(
             f"{name} v{version}: promotion refused, gates not passed: {', '.join(missing)}"
+        )
+    changed = policy.differences(info.policy)
+    if changed:
+        raise GateError(
+            f"{name} v{version}: promotion refused, it was gated under another policy "
+            f"({'; '.join(changed)}); re-run the pipeline, or promote under the policy it "
+            "was gated with if you accept it (--gate KEY=VALUE)"
         )
     if not info.trained_by or info.trained_by == "unknown":
         raise GateError(f"{name} v{version}: promotion refused, the trainer is not recorded")
