@@ -4,8 +4,11 @@
                                                 [--models palsynet deeplabv3plus_r34 ...] [--json OUT]
 
 Latency: batch 1, eval mode, ``torch.inference_mode``, ``--threads`` intra-op threads, a warm-up
-per model, then ``--repeats`` rounds in which every model runs once in turn (round-robin), so load
-from other processes on a shared machine hits all models alike and the ratios stay fair. Reported:
+per model, then ``--repeats`` rounds in which every model runs in turn (round-robin, the order
+reversed every other round), so load from other processes on a shared machine hits all models
+alike and the ratios stay fair. Within a
+round each model runs once untimed and once timed: without that, a small model timed right after
+a large one pays for the caches the large one evicted (seen: ~10 ms on PalsyNet). Reported:
 median and minimum per model and the ratio of each to ``deeplabv3plus_r34`` from the same run.
 The 1-minute load average before and after is printed with the results. Prints a table to stderr
 and one JSON object to stdout (and to ``--json`` if given).
@@ -52,8 +55,12 @@ def main(argv: list[str] | None = None) -> dict:
         for model in models.values():
             for _ in range(args.warmup):
                 model(x)
-        for _ in range(args.repeats):
-            for name, model in models.items():
+        for round_index in range(args.repeats):
+            order = list(models.items())
+            if round_index % 2:  # alternate the order so no model always follows the largest
+                order.reverse()
+            for name, model in order:
+                model(x)  # untimed: the previous (larger) model has evicted this one's caches
                 start = time.perf_counter()
                 model(x)
                 times[name].append((time.perf_counter() - start) * 1000)
