@@ -25,6 +25,7 @@ from palsyseg.models.palsynet import (
     depth_range_shift,
     foreground_mask,
     merge_by_segmentation,
+    upsample_gate,
 )
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
@@ -196,6 +197,25 @@ def test_baseline_padding_is_cropped_away() -> None:
         wrapped = model(x)["logits"]
         inner = model.model(F.pad(x, (13, 13, 7, 7)))
     assert torch.equal(wrapped, inner[..., 7:57, 13:83])
+
+
+def test_esc_gate_upsampling_equals_bilinear_interpolation() -> None:
+    gate = torch.rand(2, 5, 1, 1)
+    expected = F.interpolate(gate, size=(7, 9), mode="bilinear", align_corners=False)
+    assert torch.allclose(upsample_gate(gate, (7, 9)), expected, rtol=0, atol=1e-7)  # rounding
+
+
+def test_esc_gates_channels_by_global_context() -> None:
+    """Fig. 2: the output is the input plus the 1×1-conv features scaled per channel by a sigmoid
+    gate in (0, 1) computed from their global average."""
+    torch.manual_seed(0)
+    esc = ESCBlock(16).eval()
+    x = torch.randn(2, 16, 9, 11)
+    with torch.no_grad():
+        y = esc.conv(x)
+        gate = esc.fc(y.mean(dim=(2, 3)))
+        assert ((gate > 0) & (gate < 1)).all()
+        assert torch.allclose(esc(x), x + y * gate[:, :, None, None], atol=1e-6)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -23,8 +23,8 @@ Choices where the paper is vague (each one a reading a reviewer can check):
   1/4, addition at 1/2.
 - **ESC block (§3.1, Fig. 2).** 1×1 conv → BN → ReLU → adaptive average pool to 1×1 → three FC
   layers (ReLU, ReLU, sigmoid) → channel gate → bilinear upsampling of the gate back to the
-  block's resolution (for a 1×1 gate this equals broadcasting; it is written as the figure draws
-  it). The gated features are *added* to the block input (a residual), so the block can only add
+  block's resolution (for a 1×1 gate that is a broadcast, implemented as one). The gated
+  features are *added* to the block input (a residual), so the block can only add
   context and never loses the spatial detail it receives ("without losing any spatial
   information", §3).
 - **ASPP** on the last block at stride 16 with rates (2, 4, 6): at 250×250 that map is 16×16, so
@@ -137,8 +137,14 @@ class ESCBlock(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         y = self.conv(x)
         gate = self.fc(self.pool(y).flatten(1))[:, :, None, None]
-        gate = F.interpolate(gate, size=y.shape[-2:], mode="bilinear", align_corners=False)
-        return x + y * gate
+        return x + y * upsample_gate(gate, y.shape[-2:])
+
+
+def upsample_gate(gate: Tensor, size: torch.Size | tuple[int, int]) -> Tensor:
+    """Fig. 2's bilinear upsampling of the B×C×1×1 gate to the block's resolution. Bilinear
+    interpolation of a 1×1 map is that constant everywhere, so this is an ``expand`` (a view, no
+    copy), equal to ``F.interpolate(gate, size, mode="bilinear")`` up to float rounding."""
+    return gate.expand(-1, -1, *size)
 
 
 class EncoderStage(nn.Module):
