@@ -31,6 +31,7 @@ import json
 import logging
 import math
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -99,13 +100,12 @@ def dvc_md5(dataset: str, project_root: Path | None = None) -> str:
         rel = Path(dataset).resolve().relative_to(root.resolve()).as_posix()
     except ValueError:
         return ""
-    candidates = [root / f"{rel}.dvc"]
-    for path in candidates:
-        if path.is_file():
-            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-            for out in data.get("outs", []):
-                if out.get("path") in (Path(rel).name, rel) and out.get("md5"):
-                    return str(out["md5"])
+    dvc_file = root / f"{rel}.dvc"
+    if dvc_file.is_file():
+        data = yaml.safe_load(dvc_file.read_text(encoding="utf-8")) or {}
+        for out in data.get("outs", []):
+            if out.get("path") in (Path(rel).name, rel) and out.get("md5"):
+                return str(out["md5"])
     lock = root / "dvc.lock"
     if lock.is_file():
         data = yaml.safe_load(lock.read_text(encoding="utf-8")) or {}
@@ -625,18 +625,32 @@ def _temporary_files_in(parent: Path) -> Iterator[None]:
             parent.rmdir()  # only when no other run is using it
 
 
+_ERROR_LINE = re.compile(r"^\s*(?:[\w.]+\.)?(\w*(?:Error|Exception)): (.+)$")
+
+
+def _failure_cause(log_text: str) -> str:
+    """The last ``SomethingError: message`` line of a task log (the exception that ended it)."""
+    for line in reversed(log_text.splitlines()):
+        match = _ERROR_LINE.match(line)
+        if match:
+            return f"{match.group(1)}: {match.group(2).strip()}"
+    return ""
+
+
 def run_local(
     arguments: PipelineArguments,
     *,
     work_dir: str | os.PathLike[str] = DEFAULT_WORK_DIR,
     caching: bool = True,
+    log_path: str | os.PathLike[str] | None = None,
 ) -> LocalRun:
     """Run the pipeline with ``kfp.local`` (SubprocessRunner, this interpreter, no Docker).
 
     Task outputs go to ``work_dir/runs/<job>/``, the step cache to ``work_dir/cache``; kfp's
-    temporary files go to ``work_dir/tmp``, removed afterwards. kfp's task logs go to stderr.
-    MLflow: ``arguments.tracking_uri`` or the embedded default. A failing task raises
-    :class:`PipelineError` naming it (its log, with the one-line error, is above).
+    temporary files go to a folder in ``work_dir/tmp``, removed afterwards. kfp's task logs go
+    to ``log_path`` (default: stderr). MLflow: ``arguments.tracking_uri`` or the embedded
+    default. A failing task raises :class:`PipelineError` naming the task and the error that
+    stopped it.
     """
     from kfp import local
 
@@ -655,11 +669,16 @@ def run_local(
         folder.mkdir(parents=True, exist_ok=True)
     before = set(root.iterdir())
     started = time.perf_counter()
-    with (
-        _temporary_files_in(work_dir / "tmp"),
-        contextlib.redirect_stdout(sys.stderr),
-        warnings.catch_warnings(),
-    ):
+    with contextlib.ExitStack() as stack:
+        if log_path is not None:
+            Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+            sink = stack.enter_context(Path(log_path).open("w", encoding="utf-8"))
+        else:
+            sink = sys.stderr
+        # kfp.local prints task logs on stdout; palsyseg's stdout is for its own result.
+        stack.enter_context(contextlib.redirect_stdout(sink))
+        stack.enter_context(_temporary_files_in(work_dir / "tmp"))
+        stack.enter_context(warnings.catch_warnings())
         warnings.filterwarnings("ignore", message=".*have no effect in the current local runner")
         warnings.filterwarnings("ignore", message=".*non-Python base image")
         local.init(
@@ -672,7 +691,20 @@ def run_local(
         try:
             training_pipeline(**arguments.to_dict())
         except RuntimeError as exc:
-            raise PipelineError(f"pipeline {PIPELINE_NAME} failed: {exc}") from None
+            failure = exc
+        else:
+            failure = None
+    if failure is not None:
+        where = re.sub(r"\x1b\[[0-9;]*m", "", str(failure)).split("Inner task failed: ")[-1]
+        cause = ""
+        if log_path is not None:
+            cause = _failure_cause(Path(log_path).read_text(encoding="utf-8", errors="replace"))
+        lines = [f"pipeline {PIPELINE_NAME} failed in task {where.rstrip('.')}"]
+        if cause:
+            lines.append(cause)
+        if log_path is not None:
+            lines.append(f"task logs: {log_path}")
+        raise PipelineError("\n".join(lines))
     seconds = time.perf_counter() - started
     new = sorted(set(root.iterdir()) - before, key=lambda p: p.stat().st_mtime)
     if not new:

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from palsyseg.pipeline import PipelineArguments, PipelineError, build_arguments, run_local
+from palsyseg.pipeline import PipelineError, build_arguments, run_local
 from palsyseg.storage import fingerprint, upload_directory
 from palsyseg.tracking import registry
-from palsyseg.tracking.gates import PromotionPolicy
+from palsyseg.tracking.gates import policy_from_dict
 from palsyseg.tracking.runs import client
 
 pytestmark = pytest.mark.integration
@@ -43,12 +43,15 @@ def write_params(path: Path) -> Path:
 
 
 def test_pipeline_end_to_end_on_s3_data_with_a_tracking_server(
-    tracking, s3_env, model_name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tracking, s3_env, model_name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cli
 ) -> None:
     data = tiny_dataset(tmp_path / "data")
     uri = "s3://palsyseg-datasets/tiny/v1"
     upload_directory(data, uri)
     monkeypatch.setenv("PALSYSEG_USER", "tess-trainer")
+    # The code version is part of the cache key; pin it so edits elsewhere in a shared
+    # checkout during the test cannot turn the second run's cache hit into a miss.
+    monkeypatch.setenv("PALSYSEG_GIT_COMMIT", "0123abc")
     args = build_arguments(
         dataset_uri=uri,
         baselines=["unet_r18"],
@@ -71,7 +74,7 @@ def test_pipeline_end_to_end_on_s3_data_with_a_tracking_server(
     assert first.tracking_uri == tracking.uri
     assert not (tmp_path / "kfp" / "tmp").exists()  # kfp's temp files are cleaned up
 
-    policy = PromotionPolicy(registered_model=model_name)
+    policy = policy_from_dict(args.gates)  # the thresholds the run was gated with
     version = registry.get_version("1", policy=policy)
     assert version.aliases == ("challenger",)
     assert registry.champion_version(policy=policy) is None
@@ -108,23 +111,30 @@ def test_pipeline_end_to_end_on_s3_data_with_a_tracking_server(
 
     registry.promote("1", reviewer="rita-reviewer", reason="first model", policy=policy)
 
-    # Second run: cached data and training steps, champion evaluated, strict gates.
-    strict = PipelineArguments(**{**args.to_dict(), "gates": {**args.gates, "min_primary": 0.99}})
-    second = run_local(strict, work_dir=tmp_path / "kfp")
-    assert second.candidate_run_id == first.candidate_run_id  # training came from the cache
-    assert second.version is None
-    assert not second.gates.passed
-    assert second.gates.champion == "1"
-    assert [r.name for r in second.gates.failed] == ["primary_floor"]
-    report = json.loads((second.root / "evaluate-models-op" / "report" / "report.json").read_text())
+    # Second run, through the CLI: cached data and training steps, the champion evaluated
+    # too, strict gates.
+    result = cli(
+        "pipeline", "run", "--data", uri, "--baselines", "unet_r18", "--epochs", "1",
+        "--params", tmp_path / "params.yaml", "--policy", POLICY, "--tracking-uri", tracking.uri,
+        "--gate", f"registered_model={model_name}", "--gate", "beat_baselines=false",
+        "--gate", "min_primary=0.99", "--work-dir", tmp_path / "kfp", "--json",
+    )  # fmt: skip
+    assert result.code == 0, result.stderr
+    second = json.loads(result.stdout)
+    assert second["candidate_run_id"] == first.candidate_run_id  # training came from the cache
+    assert second["version"] is None
+    gates = second["gates"]
+    assert not gates["passed"]
+    assert gates["champion"] == "1"
+    assert [r["name"] for r in gates["results"] if not r["passed"]] == ["primary_floor"]
+    second_root = Path(second["root"])
+    report = json.loads((second_root / "evaluate-models-op" / "report" / "report.json").read_text())
     assert set(report["models"]) == {"palsynet", "unet_r18", "champion"}
     assert [v.version for v in registry.list_versions(policy=policy)] == ["1"]
     assert registry.champion_version(policy=policy) == "1"
 
 
-def test_a_broken_dataset_stops_the_pipeline_at_validation(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
-) -> None:
+def test_a_broken_dataset_stops_the_pipeline_at_validation(tmp_path: Path) -> None:
     data = tiny_dataset(tmp_path / "data")
     manifest = data / "manifest.csv"
     lines = manifest.read_text(encoding="utf-8").splitlines()
@@ -140,7 +150,12 @@ def test_a_broken_dataset_stops_the_pipeline_at_validation(
         policy_path=POLICY,
         tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
     )
-    with pytest.raises(PipelineError, match="validate-dataset-op"):
-        run_local(args, work_dir=tmp_path / "kfp")
-    assert "flu" in capfd.readouterr().err
+    log = tmp_path / "pipeline.log"
+    with pytest.raises(PipelineError) as failed:
+        run_local(args, work_dir=tmp_path / "kfp", log_path=log)
+    lines = failed.value.lines()
+    assert lines[0] == "pipeline palsyseg-training failed in task 'validate-dataset-op'"
+    assert lines[1].startswith("DatasetError: ") and "flu" in lines[1], lines
+    assert lines[2] == f"task logs: {log}"
+    assert "flu" in log.read_text()
     assert not list((tmp_path / "kfp" / "runs").glob("*/split-dataset-op"))

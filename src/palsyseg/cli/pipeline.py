@@ -194,9 +194,15 @@ def run(
             help="torch CPU threads per task (OMP_NUM_THREADS); 1 suits a busy 2-core box.",
         ),
     ] = None,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Stream the task logs to stderr.")
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the outcome as JSON.")] = False,
 ) -> None:
     """Run the whole pipeline locally with kfp.local (no cluster, no Docker)."""
+    import contextlib
+    import time
+
     from palsyseg.pipeline import run_local
     from palsyseg.tracking import registry
     from palsyseg.tracking.gates import policy_from_dict
@@ -207,7 +213,20 @@ def run(
     )  # fmt: skip
     if threads is not None:  # read by torch in every task process
         os.environ["OMP_NUM_THREADS"] = str(threads)
-    result = run_local(arguments, work_dir=work_dir, caching=cache)
+    log_path = None if verbose else work_dir / "logs" / f"{time.strftime('%Y%m%d-%H%M%S')}.log"
+    stderr = Console(stderr=True)
+    stderr.print(
+        f"running {arguments.candidate_model} vs {', '.join(arguments.baseline_models)} on "
+        f"{arguments.dataset_uri} ({arguments.epochs} epochs) with kfp.local"
+        + (f"; task logs: {log_path}" if log_path else "")
+    )
+    status = (
+        contextlib.nullcontext()
+        if verbose
+        else stderr.status("pipeline running: validate, split, train, evaluate, register ...")
+    )
+    with status:
+        result = run_local(arguments, work_dir=work_dir, caching=cache, log_path=log_path)
     if as_json:
         typer.echo(json.dumps(result.to_dict(), indent=2))
         return
