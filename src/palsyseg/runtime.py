@@ -14,6 +14,7 @@ from pathlib import Path
 
 QUIET_OFFLINE_ENV: dict[str, str] = {
     "MLFLOW_DISABLE_TELEMETRY": "true",
+    "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
     "DO_NOT_TRACK": "1",
     "DVC_NO_ANALYTICS": "1",
     "NO_ALBUMENTATIONS_UPDATE": "1",

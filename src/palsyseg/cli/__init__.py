@@ -23,12 +23,11 @@ app = typer.Typer(
 
 
 def _register_commands() -> None:
-    # Each module adds its commands or sub-app to ``app``; one line per command group.
-    from palsyseg.cli import data  # noqa: F401  (palsyseg data ...)
-    from palsyseg.cli import pipeline  # noqa: F401  (palsyseg pipeline ...)
-    from palsyseg.cli import registry  # noqa: F401  (palsyseg registry ...)
-    from palsyseg.cli import train  # noqa: F401  (palsyseg train, palsyseg evaluate)
-
+    # Importing a command module registers its commands (or sub-app) on ``app``.
+    import palsyseg.cli.data  # palsyseg data ...
+    import palsyseg.cli.pipeline  # palsyseg pipeline ...
+    import palsyseg.cli.registry  # palsyseg registry ...
+    import palsyseg.cli.train  # noqa: F401  (palsyseg train, palsyseg evaluate)
 
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: set the offline environment, run the app, turn errors into lines."""
