@@ -19,16 +19,21 @@ export HF_HUB_OFFLINE := 1
 export MPLBACKEND := Agg
 export DVC_SITE_CACHE_DIR := $(CURDIR)/.dvc/site-cache
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
+# DVC stages call `palsyseg`: the venv comes first on PATH.
+export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-DATA      := data
-SPLITS    := build/splits
+# Demo-sized training on 2 CPU cores cannot reach the production FPP floor, and at this budget
+# the candidate need not beat the baselines: the demo states two relaxed gates on the command
+# line. The registered version records the thresholds it passed, and `registry promote` refuses
+# it under the production policy (mlflow/promotion.yaml) unless the reviewer restates them.
+DEMO_GATES := --gate min_primary=0 --gate beat_baselines=false
 
 .PHONY: all install demo test lint format clean help
 
 all: help
 
 help:
-	@echo "make demo   set up .venv, build + validate + split the default synthetic dataset"
+	@echo "make demo   set up .venv, rebuild the default dataset, run the whole pipeline locally, register a model"
 	@echo "make test   set up .venv, run the test suite"
 	@echo "make lint   ruff check + format check"
 
@@ -41,9 +46,11 @@ $(STAMP): pyproject.toml requirements/constraints.txt
 	@touch $@
 
 demo: $(STAMP)
-	$(BIN)/palsyseg data synth --out $(DATA) --patients 24 --seed 7 --force
-	$(BIN)/palsyseg data validate $(DATA) --report build/validation.html
-	$(BIN)/palsyseg data split $(DATA) --out $(SPLITS) --force
+	@echo "== 1/2 default dataset: regenerated from params.yaml and checked against data.dvc"
+	$(BIN)/dvc repro data.dvc
+	@git diff --quiet -- data.dvc 2>/dev/null || { echo "data.dvc changed: the generator no longer reproduces the pinned dataset" >&2; exit 1; }
+	@echo "== 2/2 pipeline on kfp.local: validate -> split -> train -> evaluate -> gates -> register"
+	$(BIN)/palsyseg pipeline run --threads 1 $(DEMO_GATES)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
