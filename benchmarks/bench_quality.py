@@ -1,0 +1,138 @@
+"""Segmentation quality of the candidate against the baselines at the same training budget.
+
+    .venv/bin/python benchmarks/bench_quality.py [--patients 60] [--size 250] [--image-size 128]
+        [--epochs 30] [--batch-size 8] [--lr 0.03] [--models palsynet deeplabv3plus_r34 unet_r18]
+        [--threads 2] [--seed 7] [--work build/bench_quality] [--json OUT]
+
+One run: generate a synthetic dataset (``palsyseg.data.synth``), split it by patient
+(``palsyseg.split``), train every model with the *same* ``TrainConfig`` (data, epochs, batch,
+learning rate, augmentation, loss; only ``model`` differs), then score all of them on the same
+test split (``palsyseg.evaluate``). Reported per model: mean F1, mIoU, pixel accuracy, FPP F1,
+image-level palsy sensitivity/specificity, affected-side accuracy, training seconds and CPU
+latency, and the ratio of each model's mean F1 and FPP F1 to the first model's. A table goes to
+stderr and one JSON object to stdout (and to ``--json``). Quality is a measurement, not a timed
+test: on 2 CPU cores the defaults take tens of minutes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+KEYS = (
+    "mean_f1",
+    "miou",
+    "pixel_accuracy",
+    "f1_fpp",
+    "palsy_sensitivity",
+    "palsy_specificity",
+    "side_accuracy",
+    "latency_ms",
+)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--patients", type=int, default=60)
+    parser.add_argument("--size", type=int, default=250, help="generated image side")
+    parser.add_argument("--image-size", type=int, default=128, help="training input side")
+    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--lr", type=float, default=0.03)
+    parser.add_argument(
+        "--models", nargs="*", default=["palsynet", "deeplabv3plus_r34", "unet_r18"]
+    )
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--work", type=Path, default=Path("build/bench_quality"))
+    parser.add_argument("--json", default=None, help="also write the JSON result to this file")
+    args = parser.parse_args(argv)
+
+    from palsyseg.runtime import configure_quiet_offline
+
+    configure_quiet_offline()
+    import torch
+
+    from palsyseg.data.synth import SynthConfig, generate_dataset
+    from palsyseg.evaluate import evaluate_models
+    from palsyseg.split import SplitConfig, split_dataset
+    from palsyseg.train import TrainConfig, train_model
+
+    torch.set_num_threads(args.threads)
+    if args.work.exists():
+        shutil.rmtree(args.work)
+    dataset, splits = args.work / "dataset", args.work / "splits"
+    generate_dataset(dataset, SynthConfig(patients=args.patients, seed=args.seed, size=args.size))
+    split_dataset(dataset, splits, SplitConfig(seed=args.seed))
+
+    base = TrainConfig(
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        image_size=args.image_size,
+        lr=args.lr,
+        seed=args.seed,
+        num_workers=0,
+    )
+    checkpoints: dict[str, Path] = {}
+    train_seconds: dict[str, float] = {}
+    for name in args.models:
+        start = time.perf_counter()
+        result = train_model(
+            splits / "train", splits / "val", args.work / "models" / name, replace(base, model=name)
+        )
+        train_seconds[name] = time.perf_counter() - start
+        checkpoints[name] = result.best_checkpoint
+        print(f"trained {name} in {train_seconds[name]:.0f} s", file=sys.stderr)
+
+    report = evaluate_models(
+        splits / "test", checkpoints, candidate=args.models[0], out_dir=args.work / "evaluation"
+    )
+    reference = args.models[0]
+    results = {
+        name: {
+            **{key: report.models[name].metrics.get(key) for key in KEYS},
+            "train_seconds": round(train_seconds[name], 1),
+        }
+        for name in args.models
+    }
+    for name, row in results.items():
+        for key in ("mean_f1", "f1_fpp"):
+            ref = results[reference][key]
+            row[f"{key}_vs_{reference}"] = (
+                None if not ref or row[key] is None else round(row[key] / ref, 3)
+            )
+    output = {
+        "benchmark": "quality",
+        "setup": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "test_images": int(report.models[reference].metrics.get("num_images", 0) or 0),
+        "results": results,
+    }
+
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"quality at the same budget ({args.epochs} epochs, {args.image_size} px)")
+    headers = ("mean F1", "mIoU", "pix acc", "FPP F1", "sens", "spec", "side acc", "ms")
+    for column in ("model", *headers, "train s"):
+        table.add_column(column, justify="left" if column == "model" else "right")
+    for name, row in results.items():
+        cells = [
+            "—" if row[k] is None else f"{row[k]:.1f}" if k == "latency_ms" else f"{row[k]:.3f}"
+            for k in KEYS
+        ]
+        table.add_row(name, *cells, f"{row['train_seconds']:.0f}")
+    Console(stderr=True, width=140).print(table)
+    text = json.dumps(output, indent=None, default=float)
+    print(text)
+    if args.json:
+        Path(args.json).write_text(text + "\n", encoding="utf-8")
+    return output
+
+
+if __name__ == "__main__":
+    main()
