@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> dict:
         }
         for name in args.models
     }
-    for name, row in results.items():
+    for row in results.values():
         for key in ("mean_f1", "f1_fpp"):
             ref = results[reference][key]
             row[f"{key}_vs_{reference}"] = (
