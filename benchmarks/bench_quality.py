@@ -47,6 +47,13 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument(
         "--models", nargs="*", default=["palsynet", "deeplabv3plus_r34", "unet_r18"]
     )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="other TrainConfig field for every model (YAML value; dotted keys like loss.ce_weight)",
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--work", type=Path, default=Path("build/bench_quality"))
@@ -70,14 +77,26 @@ def main(argv: list[str] | None = None) -> dict:
     generate_dataset(dataset, SynthConfig(patients=args.patients, seed=args.seed, size=args.size))
     split_dataset(dataset, splits, SplitConfig(seed=args.seed))
 
-    base = TrainConfig(
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        image_size=args.image_size,
-        lr=args.lr,
-        seed=args.seed,
-        num_workers=0,
-    )
+    import yaml
+
+    from palsyseg.params import from_section
+
+    section: dict = {
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "image_size": args.image_size,
+        "lr": args.lr,
+        "seed": args.seed,
+        "num_workers": 0,
+    }
+    for item in args.set:
+        key, _, value = item.partition("=")
+        *parents, leaf = key.split(".")
+        target = section
+        for parent in parents:
+            target = target.setdefault(parent, {})
+        target[leaf] = yaml.safe_load(value)
+    base = from_section(section, TrainConfig, where="bench_quality --set")
     checkpoints: dict[str, Path] = {}
     train_seconds: dict[str, float] = {}
     for name in args.models:

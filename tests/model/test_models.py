@@ -22,6 +22,7 @@ from palsyseg.models.palsynet import (
     ESCBlock,
     ForegroundAttentionLayer,
     MaskedCrossAttention,
+    MirrorAsymmetry,
     depth_range_shift,
     foreground_mask,
     merge_by_segmentation,
@@ -37,6 +38,7 @@ EXPECTED_NAMES = {
     "palsynet_no_fg_attention",
     "palsynet_no_depth",
     "palsynet_no_esc",
+    "palsynet_no_mirror",
     "deeplabv3plus_r34",
     "unet_r18",
 }
@@ -95,6 +97,22 @@ def test_ablations_switch_their_part_off(built: dict[str, torch.nn.Module]) -> N
     assert "depth" not in outs["palsynet_no_depth"]
     assert not any(isinstance(m, ESCBlock) for m in built["palsynet_no_esc"].modules())
     assert sum(isinstance(m, ESCBlock) for m in built["palsynet"].modules()) == 4  # one per block
+    assert not any(isinstance(m, MirrorAsymmetry) for m in built["palsynet_no_mirror"].modules())
+
+
+def test_mirror_asymmetry_is_flip_equivariant_and_silent_on_symmetric_input() -> None:
+    torch.manual_seed(0)
+    block = MirrorAsymmetry(8).eval()
+    x = torch.randn(2, 8, 5, 6)
+    with torch.no_grad():
+        # A horizontal flip of the face moves the asymmetry evidence to the other half.
+        assert torch.allclose(block(x.flip(-1)), block(x).flip(-1), atol=1e-6)
+        # A left-right symmetric input has no asymmetry: the difference branch sees zeros.
+        symmetric = x + x.flip(-1)
+        fused = block.fuse(torch.cat([symmetric, torch.zeros_like(symmetric)], dim=1))
+        assert torch.allclose(block(symmetric), symmetric + fused, atol=1e-6)
+        # An asymmetric input changes the output relative to that.
+        assert not torch.allclose(block(x), x + block.fuse(torch.cat([x, torch.zeros_like(x)], 1)))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -36,6 +36,7 @@ _REGISTRY: dict[str, Callable[..., nn.Module]] = {
     "palsynet_no_fg_attention": _palsynet(use_fg_attention=False),
     "palsynet_no_depth": _palsynet(use_depth=False),
     "palsynet_no_esc": _palsynet(use_esc=False),
+    "palsynet_no_mirror": _palsynet(use_mirror=False),
     "deeplabv3plus_r34": baselines.deeplabv3plus_r34,
     "unet_r18": baselines.unet_r18,
 }

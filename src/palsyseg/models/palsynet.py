@@ -5,7 +5,7 @@ network that wires them last. Paper equations are cited where a line implements 
 
 Wiring (strides relative to the input; widths are :class:`PalsyNetConfig` defaults)::
 
-    image ─ stem s2 ─ stage1 ─ESC─ stage2 ─ESC─ stage3 ─ESC─ stage4 ─ESC─ ASPP          (encoder)
+    image ─ stem s2 ─ stage1 ─ESC─ stage2 ─ESC─ stage3 ─ESC─ stage4 ─ESC─ ASPP ─ mirror (encoder)
                        1/2 (s1)      1/4 (s2)     1/8 (s3)    1/16
     ASPP ─up─ ⊕s3 → d8 (1/8) ─up─ ⊕s2 → d4 (1/4) ─1×1, up─ +s1 → d2 (1/2)                (decoder)
     d8: tokens for foreground attention; d4: pixel embedding for masks and depth; d2: heads
@@ -30,6 +30,13 @@ Choices where the paper is vague (each one a reading a reviewer can check):
 - **ASPP** on the last block at stride 16 with rates (2, 4, 6): at 250×250 that map is 16×16, so
   DeepLab's (6, 12, 18) would mostly sample padding. Branches are depthwise-separable; the
   image-pooling branch has no BatchNorm so a batch of one trains.
+- **Facial asymmetry (our addition, ablation ``palsynet_no_mirror``).** The paper integrates
+  "face parsing, facial asymmetry parsing and category enhancement" but names no mechanism
+  that compares the two halves of the face, and FPP is defined by that comparison (the eye and
+  mouth on the *drooping* side). After ASPP, :class:`MirrorAsymmetry` concatenates each feature
+  with its signed difference from the mirrored position and fuses them (a residual 1×1 conv):
+  mirror-equivariant, so a flipped face moves the evidence with the FPP label. Measured with
+  ``benchmarks/bench_quality.py`` (same budget, with and without it).
 - **Depth (§3.2, eq. 1–3), PanopticDepth-style.** One query per *category* plays the role of
   PanopticDepth's instance: from its embedding (high-level features) a linear layer predicts
   ``s1 = s2 + 2`` numbers — a ``s2``-dim depth kernel (16), a depth range and a depth shift.
@@ -178,6 +185,25 @@ class ASPP(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         pooled = self.image_pool(x).expand(-1, -1, *x.shape[-2:])
         return self.project(torch.cat([b(x) for b in self.branches] + [pooled], dim=1))
+
+
+class MirrorAsymmetry(nn.Module):
+    """Facial-asymmetry features: each position compared with its mirror image across the midline.
+
+    ``y = x + ReLU(BN(W·[x, x − flip(x)]))`` at stride 16. The signed difference
+    ``x − flip(x)`` is mirror-*equivariant* (flipping the input flips it and, being a
+    difference, it says which side differs), so a horizontal flip of the face moves the evidence
+    to the other half exactly as it moves the FPP label. Inputs are face-centred (the generator;
+    ``predict`` crops around the detected face), so the image's vertical centre line is the
+    facial midline to within a feature cell at 1/16.
+    """
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.fuse = ConvBNReLU(2 * channels, channels, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.fuse(torch.cat([x, x - x.flip(-1)], dim=1))
 
 
 class DecoderStage(nn.Module):
@@ -413,6 +439,7 @@ class PalsyNetConfig:
     use_fg_attention: bool = True
     use_depth: bool = True
     use_edge: bool = True
+    use_mirror: bool = True  # facial-asymmetry features at 1/16 (MirrorAsymmetry)
 
     def __post_init__(self) -> None:
         if len(self.widths) != 4 or len(self.depths) != 4:
@@ -442,6 +469,7 @@ class PalsyNet(nn.Module):
             EncoderStage(ins[i], w[i], d[i], strides[i], cfg.use_esc) for i in range(4)
         )
         self.aspp = ASPP(w[3], cfg.aspp_channels, cfg.aspp_rates)
+        self.mirror = MirrorAsymmetry(cfg.aspp_channels) if cfg.use_mirror else nn.Identity()
         self.up8 = DecoderStage(cfg.aspp_channels, w[2], cfg.embed_dim)
         self.up4 = DecoderStage(cfg.embed_dim, w[1], cfg.embed_dim)
         self.up2 = LightDecoderStage(cfg.embed_dim, w[0], cfg.head_channels)
@@ -479,7 +507,7 @@ class PalsyNet(nn.Module):
             feat = stage(feat)
             skips.append(feat)
         s1, s2, s3, _ = skips
-        d8 = self.up8(self.aspp(feat), s3)
+        d8 = self.up8(self.mirror(self.aspp(feat)), s3)
         d4 = self.up4(d8, s2)  # pixel embedding
         d2 = self.up2(d4, s1)
 
