@@ -19,6 +19,14 @@ from rich.table import Table
 
 from palsyseg.cli import app
 
+ThreadsOption = Annotated[
+    int | None,
+    typer.Option(
+        min=1,
+        help="torch CPU threads (like OMP_NUM_THREADS); 1 is fastest on a shared 2-core box.",
+    ),
+]
+
 stdout = Console()
 
 DEFAULT_MODELS_DIR = Path("build/models")
@@ -65,13 +73,7 @@ def train(
     params: Annotated[
         Path, typer.Option(help="params.yaml whose 'train' section gives the defaults.")
     ] = Path("params.yaml"),
-    threads: Annotated[
-        int | None,
-        typer.Option(
-            min=1,
-            help="torch CPU threads (like OMP_NUM_THREADS); 1 is fastest on a shared 2-core box.",
-        ),
-    ] = None,
+    threads: ThreadsOption = None,
 ) -> None:
     """Train one model on SPLIT/train, validate on SPLIT/val, keep best.pt and last.pt."""
     from palsyseg.errors import DatasetError, Problem
@@ -155,13 +157,7 @@ def evaluate(
     params: Annotated[
         Path, typer.Option(help="params.yaml whose 'evaluate' section gives the defaults.")
     ] = Path("params.yaml"),
-    threads: Annotated[
-        int | None,
-        typer.Option(
-            min=1,
-            help="torch CPU threads (like OMP_NUM_THREADS); 1 is fastest on a shared 2-core box.",
-        ),
-    ] = None,
+    threads: ThreadsOption = None,
 ) -> None:
     """Score every checkpoint on the same test split; write report.json and PNG plots."""
     from palsyseg.evaluate import SUMMARY_METRICS, EvaluateConfig, evaluate_models
