@@ -29,6 +29,7 @@ def _register_commands() -> None:
     import palsyseg.cli.registry  # palsyseg registry ...
     import palsyseg.cli.train  # noqa: F401  (palsyseg train, palsyseg evaluate)
 
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: set the offline environment, run the app, turn errors into lines."""
     configure_quiet_offline()
