@@ -8,11 +8,14 @@ temporary sibling (same filesystem) and moved into place with :func:`os.replace`
 from __future__ import annotations
 
 import contextlib
+import json
+import math
 import os
 import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from palsyseg.errors import PalsysegError
 
@@ -56,6 +59,22 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
     """Write UTF-8 ``text`` to ``path`` atomically."""
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` with NaN and infinities (nested in dicts, lists, tuples) as ``None``: strict JSON has neither."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    return value
+
+
+def atomic_write_json(path: str | os.PathLike[str], value: Any, *, indent: int = 2) -> None:
+    """Write ``value`` as strict JSON (non-finite numbers as ``null``) atomically, newline-terminated."""
+    atomic_write_text(path, json.dumps(json_safe(value), indent=indent) + "\n")
 
 
 class OutputExistsError(PalsysegError):

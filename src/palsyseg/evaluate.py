@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from palsyseg.atomic import atomic_path, atomic_write_text
+from palsyseg.atomic import atomic_path, atomic_write_text, json_safe
 from palsyseg.errors import ConfigError
 from palsyseg.labels import LABEL_NAMES, NUM_CLASSES, PALETTE, Label
 
@@ -101,7 +101,7 @@ class EvaluationReport:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready (non-finite numbers become ``null``)."""
-        return _json_safe(
+        return json_safe(
             {
                 "dataset": self.dataset,
                 "candidate": self.candidate,
@@ -130,16 +130,6 @@ class EvaluationReport:
         if self.examples:
             paths["predictions"] = _plot_examples(self, out_dir / "predictions.png")
         return paths
-
-
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_safe(v) for v in value]
-    return value
 
 
 def _file_safe(name: str) -> str:

@@ -29,7 +29,6 @@ import dataclasses
 import hashlib
 import json
 import logging
-import math
 import os
 import re
 import shutil
@@ -253,7 +252,7 @@ def train_step(
     the per-epoch history to that JSON file; returns ``run_id``, ``model_name``, ``role``,
     ``best_epoch`` and the best validation FPP F1.
     """
-    from palsyseg.atomic import atomic_path, atomic_write_text
+    from palsyseg.atomic import atomic_path, atomic_write_json
     from palsyseg.tracking.runs import RunContext, training_run
     from palsyseg.train import train_model
 
@@ -278,7 +277,7 @@ def train_step(
         with atomic_path(checkpoint_out) as target:
             shutil.copyfile(result.best_checkpoint, target)
     if history_out is not None:
-        atomic_write_text(history_out, json.dumps(_json_safe(result.history), indent=1) + "\n")
+        atomic_write_json(history_out, result.history, indent=1)
     return {
         "run_id": run.run_id,
         "model_name": model,
@@ -286,17 +285,6 @@ def train_step(
         "best_epoch": result.best_epoch,
         "best_val_f1_fpp": float(result.best_val_metrics.get("f1_fpp", float("nan"))),
     }
-
-
-def _json_safe(value: Any) -> Any:
-    """NaN and infinities as ``null`` (JSON has neither)."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_safe(v) for v in value]
-    return value
 
 
 def evaluate_step(

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import logging
 import math
 import os
@@ -48,7 +47,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from palsyseg.atomic import atomic_path, atomic_write_text
+from palsyseg.atomic import atomic_path, atomic_write_json
 from palsyseg.errors import ConfigError, PalsysegError, Problem
 from palsyseg.labels import LABEL_NAMES, NUM_CLASSES, SIDES
 from palsyseg.losses import LossConfig, SegmentationLoss
@@ -457,16 +456,6 @@ def _selection_key(metrics: dict[str, float]) -> tuple[float, float]:
     return finite(metrics.get("f1_fpp")), finite(metrics.get("mean_f1"))
 
 
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_json_safe(v) for v in value]
-    return value
-
-
 # ----------------------------------------------------------------------------------------------
 # The run
 
@@ -753,8 +742,7 @@ def _finish_epoch(
         )
         _save_checkpoint(run.out_dir / BEST_CHECKPOINT, run.payload(metadata, training=False))
     _save_checkpoint(run.out_dir / LAST_CHECKPOINT, run.payload(metadata, training=True))
-    history = json.dumps(_json_safe(state["history"]), indent=1)
-    atomic_write_text(run.out_dir / HISTORY_FILE, history)
+    atomic_write_json(run.out_dir / HISTORY_FILE, state["history"], indent=1)
 
 
 def _train(
