@@ -521,3 +521,44 @@ def test_dead_holders_lock_is_broken_and_a_live_one_is_waited_for(
         registry.promote(v2, reviewer="bob", reason="busy", policy=policy, lock_timeout=1.0)
     assert registry.champion_version(policy=policy) == v1
     client().delete_registered_model(lock)
+
+
+def test_lock_create_answered_not_found_is_contention_not_failure(
+    tracking, model_name: str
+) -> None:
+    """MLflow's SQL store reads a duplicate back to report it; if the holder released the lock
+    in between, the create fails with RESOURCE_DOES_NOT_EXIST (seen in CI, racing promotions).
+    That answer means "try again", not "give up"."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST
+
+    real = client()
+    lock = f"{model_name}{registry.LOCK_SUFFIX}"
+    calls = []
+
+    class ReleasedInBetween:
+        def __getattr__(self, attr):
+            return getattr(real, attr)
+
+        def create_registered_model(self, name, **kwargs):
+            calls.append(name)
+            if len(calls) == 1:
+                raise MlflowException(
+                    f"Registered Model with name={name} not found", RESOURCE_DOES_NOT_EXIST
+                )
+            return real.create_registered_model(name, **kwargs)
+
+    with registry.promotion_lock(ReleasedInBetween(), model_name, holder="bob", timeout=5):
+        assert registry._get_model(real, lock) is not None
+    assert calls == [lock, lock]
+    assert registry._get_model(real, lock) is None
+
+    class Broken(ReleasedInBetween):
+        def create_registered_model(self, name, **kwargs):
+            raise MlflowException("permission denied")
+
+    with (
+        pytest.raises(MlflowException, match="permission denied"),
+        registry.promotion_lock(Broken(), model_name, holder="bob", timeout=5),
+    ):
+        pass

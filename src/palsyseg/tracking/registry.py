@@ -364,6 +364,18 @@ def register_challenger(
 # --------------------------------------------------------------------------- the lock
 
 
+def _lock_contended(exc: Exception) -> bool:
+    """Whether a failed lock create means "someone else holds or just released it".
+
+    Besides ``RESOURCE_ALREADY_EXISTS`` (and sqlite's "database is locked"), MLflow's SQL
+    store answers a duplicate create by reading the existing model back; when its holder
+    deletes it between the failed insert and that read, the create fails with
+    ``RESOURCE_DOES_NOT_EXIST`` naming the lock. All three mean: try again.
+    """
+    code = getattr(exc, "error_code", None)
+    return code in {"RESOURCE_ALREADY_EXISTS", "RESOURCE_DOES_NOT_EXIST"} or "locked" in str(exc)
+
+
 @contextlib.contextmanager
 def promotion_lock(
     mlflow_client: Any,
@@ -389,7 +401,7 @@ def promotion_lock(
             )
             break
         except MlflowException as exc:
-            if exc.error_code != "RESOURCE_ALREADY_EXISTS" and "locked" not in str(exc):
+            if not _lock_contended(exc):
                 raise
         current = _get_model(mlflow_client, lock)
         if current is not None:
