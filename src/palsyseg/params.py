@@ -41,7 +41,8 @@ def load_params(path: str | os.PathLike[str] = DEFAULT_PARAMS) -> dict[str, Any]
 
 
 def _coerce(value: Any, annotation: Any, where: str) -> Any:
-    origin = typing.get_origin(annotation)
+    # a bare ``dict`` / ``list`` / ``tuple`` annotation is its own origin (get_origin gives None)
+    origin = annotation if annotation in (dict, list, tuple) else typing.get_origin(annotation)
     args = typing.get_args(annotation)
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:

@@ -318,3 +318,16 @@ def test_cli_train_prints_a_table_and_honours_params_and_flags(
         "train", "--data", tmp_path / "nowhere", "--out", tmp_path / "y", "--params", params
     )
     assert result.code == 1 and "error:" in result.stderr
+
+
+def test_params_section_reaches_model_kwargs_and_loss() -> None:
+    """`train:` in params.yaml (and `dvc exp run -S train.model_kwargs=...`) configures the
+    network and the loss; a wrong type names the key."""
+    from palsyseg.params import from_section
+
+    section = {"model_kwargs": {"head_channels": 32}, "loss": {"edge_weight": 0.25}, "epochs": 2}
+    config = from_section(section, TrainConfig, where="params.yaml:train")
+    assert config.model_kwargs == {"head_channels": 32}
+    assert config.loss.edge_weight == 0.25
+    with pytest.raises(ConfigError, match=r"params.yaml:train.model_kwargs: expected a mapping"):
+        from_section({"model_kwargs": [1]}, TrainConfig, where="params.yaml:train")
