@@ -8,8 +8,8 @@ One run: generate a synthetic dataset (``palsyseg.data.synth``), split it by pat
 (``palsyseg.split``), train every model with the *same* ``TrainConfig`` (data, epochs, batch,
 learning rate, augmentation, loss; only ``model`` differs), then score all of them on the same
 test split (``palsyseg.evaluate``). Reported per model: mean F1, mIoU, pixel accuracy, FPP F1,
-image-level palsy sensitivity/specificity, affected-side accuracy, training seconds and CPU
-latency, and the ratio of each model's mean F1 and FPP F1 to the first model's. A table goes to
+image-level palsy sensitivity/specificity, affected-side accuracy, the patient-level (whole exam)
+palsy AUROC and side accuracy, training seconds and CPU latency, and the ratio of each model's mean F1 and FPP F1 to the first model's. A table goes to
 stderr and one JSON object to stdout (and to ``--json``). Quality is a measurement, not a timed
 test: on 2 CPU cores the defaults take tens of minutes.
 """
@@ -32,6 +32,8 @@ KEYS = (
     "palsy_sensitivity",
     "palsy_specificity",
     "side_accuracy",
+    "patient_palsy_auroc",
+    "patient_side_accuracy",
     "latency_ms",
 )
 
@@ -136,7 +138,18 @@ def main(argv: list[str] | None = None) -> dict:
     from rich.table import Table
 
     table = Table(title=f"quality at the same budget ({args.epochs} epochs, {args.image_size} px)")
-    headers = ("mean F1", "mIoU", "pix acc", "FPP F1", "sens", "spec", "side acc", "ms")
+    headers = (
+        "mean F1",
+        "mIoU",
+        "pix acc",
+        "FPP F1",
+        "sens",
+        "spec",
+        "side acc",
+        "pt AUROC",
+        "pt side",
+        "ms",
+    )
     for column in ("model", *headers, "train s"):
         table.add_column(column, justify="left" if column == "model" else "right")
     for name, row in results.items():

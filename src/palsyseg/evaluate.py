@@ -10,6 +10,8 @@ same pixels. Per model the report holds:
   ``pixel_accuracy``, ``f1_fpp``, per-class precision/recall/F1/IoU);
 - image level: :func:`palsyseg.metrics.image_level_metrics` (palsy sensitivity, specificity,
   AUROC, side accuracy) at the palsy threshold the checkpoint chose on *its* validation split;
+- patient level: :func:`palsyseg.metrics.patient_level_metrics`, the same findings over each
+  patient's whole exam (``patient_*`` keys), at the same threshold;
 - ``latency_ms``: mean CPU wall time of one forward pass on one image (batch 1, after a warm-up
   pass, at the checkpoint's ``image_size``, with the process's torch thread count);
 - ``params``: the parameter count.
@@ -156,7 +158,12 @@ def evaluate_models(
 
     from palsyseg.data.manifest import read_manifest
     from palsyseg.data.torch_dataset import load_sample, model_input
-    from palsyseg.metrics import ConfusionMatrix, image_level_metrics, palsy_findings
+    from palsyseg.metrics import (
+        ConfusionMatrix,
+        image_level_metrics,
+        palsy_findings,
+        patient_level_metrics,
+    )
     from palsyseg.metrics import segmentation_metrics as seg_metrics
     from palsyseg.progress import track
     from palsyseg.train import load_checkpoint_model
@@ -178,6 +185,7 @@ def evaluate_models(
     latencies: dict[str, list[float]] = {name: [] for name in loaded}
     true_palsy: list[bool] = []
     true_sides: list[str] = []
+    patient_ids: list[str] = []
     example_rows = set(
         np.linspace(0, len(rows) - 1, min(config.examples, len(rows))).round().astype(int).tolist()
         if config.examples
@@ -191,6 +199,7 @@ def evaluate_models(
             height, width = sample.mask.shape
             true_palsy.append(row.has_palsy)
             true_sides.append(row.affected_side)
+            patient_ids.append(row.patient_id)
             predictions: dict[str, np.ndarray] = {}
             for name, (model, meta) in loaded.items():
                 x = model_input(sample.image, int(meta["image_size"]))
@@ -220,6 +229,11 @@ def evaluate_models(
         metrics.update(
             image_level_metrics(
                 fractions[name], true_palsy, pred_sides[name], true_sides, threshold
+            )
+        )
+        metrics.update(
+            patient_level_metrics(
+                patient_ids, fractions[name], true_palsy, pred_sides[name], true_sides, threshold
             )
         )
         metrics["palsy_threshold"] = threshold

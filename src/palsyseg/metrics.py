@@ -47,6 +47,7 @@ __all__ = [
     "choose_palsy_threshold",
     "image_level_metrics",
     "palsy_findings",
+    "patient_level_metrics",
     "roc_auc",
     "segmentation_metrics",
 ]
@@ -293,3 +294,46 @@ def image_level_metrics(
         "num_images": float(n),
         "num_palsy": float(n_pos),
     }
+
+
+def patient_level_metrics(
+    patient_ids: Sequence[str],
+    fpp_fractions: Sequence[float],
+    true_palsy: Sequence[bool],
+    pred_sides: Sequence[str],
+    true_sides: Sequence[str],
+    threshold: float,
+) -> dict[str, float]:
+    """The findings of :func:`image_level_metrics` per *patient*, as an examination reads them.
+
+    A clinician grades palsy from the whole exam (rest, smile, brow raise, eye closure, pucker),
+    not from one photo: mild palsy often shows in one or two poses only. Per patient the palsy
+    score is the mean FPP fraction of their images (the image-level ``threshold`` applies to it
+    unchanged: same scale), the predicted side is the side whose images carry more FPP (each
+    image's side weighted by its FPP fraction; ``none`` on a tie), and the truth is the
+    patient's (one diagnosis and side per patient in the contract). Keys are those of
+    :func:`image_level_metrics` prefixed ``patient_`` (``num_images`` becomes
+    ``patient_num_patients``).
+    """
+    n = _check_same_length(
+        patient_ids=patient_ids,
+        fpp_fractions=fpp_fractions,
+        true_palsy=true_palsy,
+        pred_sides=pred_sides,
+        true_sides=true_sides,
+    )
+    order: dict[str, list[int]] = {}
+    for i in range(n):
+        order.setdefault(patient_ids[i], []).append(i)
+    scores, truth, sides, true_side = [], [], [], []
+    for images in order.values():
+        scores.append(float(np.mean([fpp_fractions[i] for i in images])))
+        truth.append(any(true_palsy[i] for i in images))
+        lean = sum(
+            fpp_fractions[i] * {"left": 1.0, "right": -1.0}.get(pred_sides[i], 0.0) for i in images
+        )
+        sides.append("left" if lean > 0 else "right" if lean < 0 else "none")
+        true_side.append(next((true_sides[i] for i in images if true_sides[i] != "none"), "none"))
+    per_patient = image_level_metrics(scores, truth, sides, true_side, threshold)
+    per_patient["num_patients"] = per_patient.pop("num_images")
+    return {f"patient_{key}": value for key, value in per_patient.items()}

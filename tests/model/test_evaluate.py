@@ -84,11 +84,15 @@ def test_report_scores_every_model_on_the_same_pixels(
             "palsy_specificity",
             "palsy_auroc",
             "side_accuracy",
+            "patient_palsy_sensitivity",
+            "patient_palsy_auroc",
+            "patient_side_accuracy",
             "latency_ms",
             "params",
         ):
             assert key in metrics, key
         assert metrics["latency_ms"] > 0
+        assert metrics["patient_num_patients"] == len({row.patient_id for row in rows})
         _, meta = load_checkpoint_model(checkpoints[name])
         assert metrics["palsy_threshold"] == meta["palsy_threshold"]  # its own validation threshold
 

@@ -15,6 +15,7 @@ from palsyseg.metrics import (
     choose_palsy_threshold,
     image_level_metrics,
     palsy_findings,
+    patient_level_metrics,
     roc_auc,
     segmentation_metrics,
 )
@@ -225,3 +226,24 @@ def test_image_level_metrics_by_hand() -> None:
     assert math.isnan(healthy_only["palsy_sensitivity"]) and math.isnan(
         healthy_only["side_accuracy"]
     )
+
+
+def test_patient_level_metrics_read_the_whole_exam() -> None:
+    # p1: palsy (left) visible in one pose of three; p2: healthy with a stray FPP blob;
+    # p3: palsy (right) seen on the wrong side once but more strongly on the right side.
+    ids = ["p1", "p1", "p1", "p2", "p2", "p3", "p3"]
+    fractions = [0.0, 0.0, 0.3, 0.05, 0.0, 0.02, 0.2]
+    truth = [True, True, True, False, False, True, True]
+    pred_sides = ["none", "none", "left", "right", "none", "left", "right"]
+    true_sides = ["left", "left", "left", "none", "none", "right", "right"]
+    m = patient_level_metrics(ids, fractions, truth, pred_sides, true_sides, threshold=0.04)
+    # per patient: means 0.1, 0.025, 0.11 → present, absent, present
+    assert m["patient_palsy_sensitivity"] == 1.0 and m["patient_palsy_specificity"] == 1.0
+    assert m["patient_side_accuracy"] == 1.0  # p1 left; p3: 0.2 right outweighs 0.02 left
+    assert m["patient_palsy_auroc"] == pytest.approx(roc_auc_score([1, 0, 1], [0.1, 0.025, 0.11]))
+    assert m["patient_num_patients"] == 3 and m["patient_num_palsy"] == 2
+    # image by image the same predictions miss p1's two quiet poses
+    per_image = image_level_metrics(fractions, truth, pred_sides, true_sides, threshold=0.04)
+    assert per_image["palsy_sensitivity"] == pytest.approx(2 / 5)
+    with pytest.raises(ValueError, match="differ in length"):
+        patient_level_metrics(ids[:-1], fractions, truth, pred_sides, true_sides, 0.04)
