@@ -9,8 +9,9 @@ One run: generate a synthetic dataset (``palsyseg.data.synth``), split it by pat
 learning rate, augmentation, loss; only ``model`` differs), then score all of them on the same
 test split (``palsyseg.evaluate``). Reported per model: mean F1, mIoU, pixel accuracy, FPP F1,
 image-level palsy sensitivity/specificity, affected-side accuracy, the patient-level (whole exam)
-palsy AUROC and side accuracy, training seconds and CPU latency, and the ratio of each model's mean F1 and FPP F1 to the first model's. A table goes to
-stderr and one JSON object to stdout (and to ``--json``). Quality is a measurement, not a timed
+palsy AUROC and side accuracy, training seconds and CPU latency, and the ratio of each model's
+mean F1 and FPP F1 to the first model's. A table goes to stderr and one JSON object to stdout
+(and to ``--json``). Quality is a measurement, not a timed
 test: on 2 CPU cores the defaults take tens of minutes.
 """
 
