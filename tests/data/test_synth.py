@@ -149,23 +149,42 @@ def test_depth_png_is_16_bit(dataset: Path, rows: list[ManifestRow]) -> None:
     assert raw.dtype == np.uint16 and raw.ndim == 2
 
 
-def test_fpp_marks_exactly_the_affected_half_of_eyes_and_mouth(
+def test_fpp_marks_the_affected_half_of_exactly_the_visible_parts(
     dataset: Path, rows: list[ManifestRow]
 ) -> None:
+    shown = 0
     for row in rows:
         mask = read_mask(resolve_in_root(dataset, row.mask))
         fpp = np.argwhere(mask == Label.FPP)[:, ::-1].astype(float)
+        parts = set(filter(None, row.extras["fpp_parts"].split("+")))
         if row.diagnosis == "healthy":
-            assert fpp.size == 0, row.image
+            assert fpp.size == 0 and not parts, row.image
             continue
-        assert fpp.size > 0, f"{row.image}: a palsy face without FPP"
-        frame = FaceFrame(landmarks(dataset, row))
+        doc = landmarks(dataset, row)
+        assert set(doc["fpp"]["parts"]) == parts, row.image  # JSON and manifest agree
+        assert (fpp.size > 0) == bool(parts), f"{row.image}: FPP pixels vs parts {parts}"
+        if not parts:
+            continue
+        shown += 1
+        frame = FaceFrame(doc)
         toward = 1 if image_half_of_side(row.affected_side) == "right" else -1
         # Every FPP pixel is on the affected half (one pixel of warp tolerance) ...
         assert (frame.across(fpp) * toward > -1.0).all(), row.image
-        # ... and no eye or mouth pixel is left unmarked there.
-        plain = np.argwhere(np.isin(mask, (Label.EYE, Label.MOUTH)))[:, ::-1].astype(float)
-        assert (frame.across(plain) * toward < 1.0).all(), row.image
+        # ... a visible part keeps no pixel of its own label there ...
+        for part, label in (("eye", Label.EYE), ("mouth", Label.MOUTH)):
+            plain = np.argwhere(mask == label)[:, ::-1].astype(float)
+            on_side = frame.across(plain) * toward >= 1.0
+            if part in parts:
+                assert not on_side.any(), f"{row.image}: {part} partly unmarked"
+        # ... and FPP lies only where a visible part is: between the brows and the chin for the
+        # eye, below the nose for the mouth.
+        heights = np.array([frame.height(p) for p in fpp])
+        nose = frame.height(doc["nose_tip"])
+        if parts == {"eye"}:
+            assert (heights > nose).all(), row.image
+        if parts == {"mouth"}:
+            assert (heights < nose).all(), row.image
+    assert shown > 0
 
 
 def test_the_patients_left_is_on_the_images_right() -> None:

@@ -1,10 +1,13 @@
 """``palsyseg data synth``: a synthetic labeled dataset of phantom faces with and without palsy.
 
 Writes a dataset that follows shared/CONTRACT.md: per image an RGB JPEG (at a varied quality,
-which is where the JPEG artefacts come from), a label mask (values 0–6, FPP on the eye and
-mouth pixels of the drooping half), a 16-bit relative depth map rendered from the face
-geometry, a landmarks JSON, and one ``manifest.csv`` row with every contract column plus the
-extra columns ``landmarks``, ``hair_style`` and ``beard_style``. The faces, the palsy semantics
+which is where the JPEG artefacts come from), a label mask (values 0–6; FPP on the drooping
+half's eye and/or mouth pixels where this photo shows their weakness, by
+:mod:`palsyseg.visibility`), a 16-bit relative depth map rendered from the face geometry, a
+landmarks JSON (with the asymmetry measures and the FPP parts), and one ``manifest.csv`` row
+with every contract column plus the extra columns ``landmarks``, ``hair_style``,
+``beard_style``, ``fpp_parts`` and the visibility measures (``eye_aperture_excess``,
+``mouth_corner_drop``, ``mouth_excursion_diff``, ``brow_height_deficit``). The faces, the palsy semantics
 and the imaging nuisances are described in :mod:`palsyseg.data.phantom`.
 
 Determinism: every random choice derives from ``numpy.random.SeedSequence(config.seed)`` with a
@@ -44,6 +47,7 @@ from palsyseg.data.manifest import ManifestRow, write_manifest
 from palsyseg.data.phantom import Patient, Rendering, render_face, sample_capture, sample_patient
 from palsyseg.labels import DIAGNOSES, POSES
 from palsyseg.progress import track
+from palsyseg.visibility import VISIBILITY_MEASURES, Visibility
 
 log = logging.getLogger(__name__)
 
@@ -202,6 +206,15 @@ def _png_params() -> list[int]:
     return params
 
 
+def visibility_columns(visibility: Visibility | None) -> dict[str, str]:
+    """The manifest's extra columns for what a photo shows of a palsy (:mod:`palsyseg.visibility`):
+    ``fpp_parts`` (``eye``, ``mouth``, ``eye+mouth`` or blank) and the weak side's measures in
+    inter-ocular distances (blank for a healthy face, which has no weak side)."""
+    if visibility is None:
+        return {"fpp_parts": "", **dict.fromkeys(VISIBILITY_MEASURES, "")}
+    return visibility.columns()
+
+
 def write_example(
     root: Path, patient: Patient, k: int, pose: str, rendering: Rendering
 ) -> ManifestRow:
@@ -243,7 +256,12 @@ def write_example(
         beard=ident.beard != "none",
         glasses=ident.glasses != "none",
         skin_tone=ident.skin_tone,
-        extras={"landmarks": landmarks, "hair_style": ident.hair_style, "beard_style": ident.beard},
+        extras={
+            "landmarks": landmarks,
+            "hair_style": ident.hair_style,
+            "beard_style": ident.beard,
+            **visibility_columns(rendering.visibility),
+        },
     )
 
 

@@ -87,14 +87,20 @@ class FaceGeometry:
     lips: dict[str, np.ndarray] = field(default_factory=dict)  # lip contours; set by face_geometry
 
 
+def _rest_tone_loss(weakness: float) -> float:
+    """Visible tone loss at rest, 0…1, of a muscle with ``weakness`` 0…1 (House–Brackmann:
+    symmetric at rest up to grade IV, weakness 0.6; complete at grade VI)."""
+    return float(np.clip((weakness - 0.6) / 0.4, 0.0, 1.0))
+
+
 def face_geometry(
     patient: Patient, pose: str, intensity: float = 1.0, gaze: tuple[float, float] = (0.0, 0.0)
 ) -> FaceGeometry:
     """Feature positions for ``patient`` performing the exam ``pose`` with effort ``intensity``.
 
     Healthy sides perform the full movement; a weak side performs ``function`` × movement and,
-    at rest, shows the tone loss of its grade (drooping corner; for Bell's a lower brow and a
-    wider palpebral fissure). Deterministic in its arguments.
+    from House–Brackmann grade V on, shows tone loss at rest (drooping corner; for Bell's a
+    lower brow and a wider palpebral fissure). Deterministic in its arguments.
     """
     ident = patient.identity
     halves: dict[int, HalfFace] = {}
@@ -106,14 +112,17 @@ def face_geometry(
         corner_dy = ident.asymmetry[2 + asym_index]
         eye_scale = ident.asymmetry[4 + asym_index]
         # Tone loss at rest: the weak corner sags; a Bell's brow sags and the fissure widens.
-        corner_dy += 0.075 * weak
-        corner_dx = -0.02 * weak
+        # House–Brackmann: grades II–IV keep "normal symmetry and tone at rest", V–VI do not,
+        # so the resting sag starts at grade IV's severity (0.6) and is full at grade VI.
+        lower_tone, upper_tone = _rest_tone_loss(weak), _rest_tone_loss(1 - upper)
+        corner_dy += 0.075 * lower_tone
+        corner_dx = -0.02 * lower_tone
         if bells_side:
-            brow_dy += 0.06 * (1 - upper)
+            brow_dy += 0.06 * upper_tone
         eye_open, eye_low = 1.0, ident.eye_height * 0.55
         if bells_side:
-            eye_low *= 1 + 0.45 * (1 - upper)
-            eye_open = 1 + 0.12 * (1 - upper)
+            eye_low *= 1 + 0.45 * upper_tone
+            eye_open = 1 + 0.12 * upper_tone
         iris_dy = 0.0
         forehead = 0.15 * ident.age * upper
         crows = 0.2 * ident.age

@@ -36,6 +36,7 @@ from palsyseg.data.phantom.geometry import (
 )
 from palsyseg.data.phantom.identity import Identity, Patient
 from palsyseg.labels import Label
+from palsyseg.visibility import Visibility, measure_asymmetry, visible_weakness
 
 _SHIFT = 4  # cv2 fixed-point bits: polygons are placed with 1/16-pixel precision
 _ONE = 1 << _SHIFT
@@ -99,6 +100,7 @@ class Rendering:
     depth: np.ndarray  # H×W float32, 0 = none, (0, 1] relative depth, nearer = smaller
     landmarks: dict[str, Any]
     jpeg_quality: int
+    visibility: Visibility | None = None  # what the photo shows of a palsy (None: healthy)
 
 
 NOISE_LEVELS: tuple[float, ...] = (1.5, 3.0, 4.5, 6.0)
@@ -729,10 +731,11 @@ def render_face(
 ) -> Rendering:
     """Render ``patient`` in exam ``pose`` under ``capture`` at ``size``×``size`` pixels.
 
-    Returns the photo (before JPEG), the label mask (values 0–6; FPP on the eye and mouth
-    pixels of the affected half, split at the face's own midline after roll), the relative
-    depth (0 on background, nearer = smaller) and landmarks in output pixel coordinates.
-    Deterministic in its arguments.
+    Returns the photo (before JPEG), the label mask (values 0–6; FPP on the affected half's eye
+    and/or mouth pixels where this photo shows their weakness by :mod:`palsyseg.visibility`,
+    split at the face's own midline after roll), the relative depth (0 on background, nearer =
+    smaller), landmarks in output pixel coordinates (with the asymmetry measures and the FPP
+    parts) and the :class:`~palsyseg.visibility.Visibility`. Deterministic in its arguments.
     """
     ident = patient.identity
     geo = face_geometry(patient, pose, capture.intensity, capture.gaze)
@@ -1221,8 +1224,9 @@ def _finish(
     rng: np.random.Generator,
     pool: dict[str, np.ndarray],
 ) -> Rendering:
-    """Light the scene, roll and place it with one affine warp, label FPP at the rolled
-    midline, derive depth, then blur and add sensor noise."""
+    """Light the scene, roll and place it with one affine warp, label FPP where the photo shows
+    the weakness (:mod:`palsyseg.visibility`) split at the rolled midline, derive depth, then
+    blur and add sensor noise."""
     import cv2
 
     size = cv.size
@@ -1246,14 +1250,27 @@ def _finish(
         n: [round(float(p[0]), 2), round(float(p[1]), 2)] for n, p in zip(names, pts, strict=True)
     }
 
+    # FPP where this photo shows the weakness (palsyseg.visibility): the weak half's eye pixels
+    # when the eye's measure crosses its threshold, its mouth pixels when the mouth's does; the
+    # halves are split at the face's own midline after roll.
+    document = _landmark_document(flat, capture, size)
+    measures = measure_asymmetry(document)
+    visibility = None
     if patient.diagnosis != "healthy":
-        # FPP: the eye and mouth pixels of the drooping half, split at the face's own midline.
+        visibility = visible_weakness(measures, patient.affected_side)
         top, bottom = np.array(flat["midline_top"]), np.array(flat["midline_bottom"])
         d = bottom - top
         normal = np.array([d[1], -d[0]]) * side_sign(patient.affected_side)  # toward that half
-        vv, uu = np.nonzero(cv2.inRange(mask, int(Label.EYE), int(Label.MOUTH)))
-        on_side = (uu - top[0]) * normal[0] + (vv - top[1]) * normal[1] > 0
-        mask[vv[on_side], uu[on_side]] = Label.FPP
+        for part, label in (("eye", Label.EYE), ("mouth", Label.MOUTH)):
+            if part not in visibility.parts:
+                continue
+            vv, uu = np.nonzero(mask == label)
+            on_side = (uu - top[0]) * normal[0] + (vv - top[1]) * normal[1] > 0
+            mask[vv[on_side], uu[on_side]] = Label.FPP
+    document["asymmetry"] = {k: round(v, 4) for k, v in measures.items()}
+    document["fpp"] = (
+        visibility.to_dict() if visibility is not None else {"weak_side": "none", "parts": []}
+    )
 
     # Relative depth over the labelled head: nearest point (nose tip) → 0+, silhouette → 1.
     labelled = mask > 0
@@ -1269,8 +1286,7 @@ def _finish(
     photo = cv2.cvtColor(photo, cv2.COLOR_RGBA2RGB)
     level = min(NOISE_LEVELS, key=lambda lv: abs(lv - capture.noise_sigma))
     photo = cv2.add(photo, _crop(pool["sensor"][level], rng, size, size), dtype=cv2.CV_8U)
-    document = _landmark_document(flat, capture, size)
-    return Rendering(photo, mask, depth, document, capture.jpeg_quality)
+    return Rendering(photo, mask, depth, document, capture.jpeg_quality, visibility)
 
 
 def _lighting(size: int, capture: Capture) -> np.ndarray:
