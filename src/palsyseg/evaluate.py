@@ -1,9 +1,14 @@
 """Evaluate the candidate, the baselines and the registry's champion on one test split.
 
-Every model sees the same images (ARCHITECTURE.md, step 5). For each image each model predicts at
-its own training ``image_size``; the logits are resized (bilinear) back to the image's stored
-size and compared with the stored mask, so models trained at different sizes are scored on the
-same pixels. Per model the report holds:
+Every model sees the same images (ARCHITECTURE.md, step 5). For each image each model predicts in
+the face frame it was trained in (:mod:`palsyseg.align`, stored in the checkpoint: the crop of
+side ``image_size`` fixed by the photo's five points) and its logits are mapped back onto the
+photo (pixels outside the crop are background), so models trained at different sizes are scored
+on the dataset's own pixels against the stored mask. A checkpoint from before the frame predicts
+on the whole photo resized to its ``image_size``, its logits resized back. The palsy findings are
+read in the frame, where the face's midline is the crop's centre column. The truth per image is
+what the photo shows (its mask holds FPP, and the patient's side if so); per patient, whether
+any of their photos shows it. Per model the report holds:
 
 - pixel level: one dataset-level confusion matrix and everything
   :func:`palsyseg.metrics.segmentation_metrics` derives from it (eq. 9–11: ``mean_f1``, ``miou``,
@@ -156,8 +161,18 @@ def evaluate_models(
     import torch
     import torch.nn.functional as F
 
+    from palsyseg.align import FaceFrame, logits_to_photo
     from palsyseg.data.manifest import read_manifest
-    from palsyseg.data.torch_dataset import load_sample, model_input
+    from palsyseg.data.torch_dataset import (
+        fallback_points,
+        load_sample,
+        model_input,
+        normalize_image,
+        row_points,
+        shows_palsy,
+        to_frame,
+        visible_side,
+    )
     from palsyseg.metrics import (
         ConfusionMatrix,
         image_level_metrics,
@@ -178,6 +193,11 @@ def evaluate_models(
     test_dir = Path(test_dir)
     rows = read_manifest(test_dir)
     loaded = {name: load_checkpoint_model(path, "cpu") for name, path in checkpoints.items()}
+    frames = {
+        name: FaceFrame.from_dict(meta["frame"]) if meta.get("frame") else None
+        for name, (_, meta) in loaded.items()
+    }
+    points = row_points(test_dir, rows) if any(frames.values()) else []
 
     confusion = {name: ConfusionMatrix(NUM_CLASSES) for name in loaded}
     fractions: dict[str, list[float]] = {name: [] for name in loaded}
@@ -197,12 +217,18 @@ def evaluate_models(
         for index, row in enumerate(track(rows, f"evaluating {len(loaded)} model(s)")):
             sample = load_sample(test_dir, row)
             height, width = sample.mask.shape
-            true_palsy.append(row.has_palsy)
-            true_sides.append(row.affected_side)
+            true_palsy.append(shows_palsy(sample.mask))
+            true_sides.append(visible_side(sample.mask, row.affected_side))
             patient_ids.append(row.patient_id)
             predictions: dict[str, np.ndarray] = {}
             for name, (model, meta) in loaded.items():
-                x = model_input(sample.image, int(meta["image_size"]))
+                frame = frames[name]
+                if frame is not None:
+                    face = points[index] or fallback_points(height, width)
+                    crop, _, _, matrix = to_frame(sample, face, frame)
+                    x = normalize_image(crop).unsqueeze(0)
+                else:
+                    x = model_input(sample.image, int(meta["image_size"]))
                 if index == 0:
                     model(x)  # warm-up: allocator and kernel selection are not latency
                 started = time.perf_counter()
@@ -210,12 +236,20 @@ def evaluate_models(
                 elapsed = time.perf_counter() - started
                 if index < config.latency_images:
                     latencies[name].append(elapsed)
-                logits = F.interpolate(
-                    logits, size=(height, width), mode="bilinear", align_corners=False
-                )
+                if frame is not None:
+                    # Findings in the frame (the midline is known there); pixels scored on
+                    # the photo's own grid, after mapping the scores back.
+                    framed = logits.argmax(dim=1)[0].numpy()
+                    fraction, side = palsy_findings(framed, midline=(frame.size - 1) / 2)
+                    logits = logits_to_photo(logits, matrix, (height, width))
+                else:
+                    logits = F.interpolate(
+                        logits, size=(height, width), mode="bilinear", align_corners=False
+                    )
                 pred = logits.argmax(dim=1)[0].numpy().astype(np.uint8)
                 confusion[name].update(pred, sample.mask)
-                fraction, side = palsy_findings(pred)
+                if frame is None:
+                    fraction, side = palsy_findings(pred)
                 fractions[name].append(fraction)
                 pred_sides[name].append(side)
                 predictions[name] = pred

@@ -157,14 +157,16 @@ def segmentation_metrics(
     return out
 
 
-def palsy_findings(pred_mask: Any) -> tuple[float, str]:
+def palsy_findings(pred_mask: Any, midline: float | None = None) -> tuple[float, str]:
     """FPP area fraction and the patient's affected side of one predicted label map (H×W).
 
     ``fpp_fraction`` = FPP pixels / face-region pixels (all non-background labels); 0 when no
     face is found. ``affected_side`` is ``"left"``/``"right"`` (the *patient's* side, mirror
-    convention of :mod:`palsyseg.labels`) holding more FPP pixels about the face midline (column
-    centroid of skin, eyebrow, eye, mouth and FPP pixels), or ``"none"`` when there is no FPP or
-    both halves hold exactly as much. Pixels on the midline column count half to each side.
+    convention of :mod:`palsyseg.labels`) holding more FPP pixels about the face midline, or
+    ``"none"`` when there is no FPP or both halves hold exactly as much. Pixels on the midline
+    column count half to each side. The midline is the column ``midline`` when given (in the
+    face frame of :mod:`palsyseg.align` it is known: ``(size - 1) / 2``), else the column
+    centroid of skin, eyebrow, eye, mouth and FPP pixels.
     """
     mask = np.asarray(
         pred_mask.detach().cpu().numpy() if hasattr(pred_mask, "detach") else pred_mask
@@ -179,9 +181,10 @@ def palsy_findings(pred_mask: Any) -> tuple[float, str]:
         return fraction, "none"
 
     cols = np.arange(mask.shape[1], dtype=np.float64)
-    midline_region = np.isin(mask, np.asarray(_MIDLINE_LABELS))
-    col_weights = midline_region.sum(axis=0)
-    midline = float((cols * col_weights).sum() / col_weights.sum())  # never empty: FPP is in it
+    if midline is None:
+        midline_region = np.isin(mask, np.asarray(_MIDLINE_LABELS))
+        col_weights = midline_region.sum(axis=0)
+        midline = float((cols * col_weights).sum() / col_weights.sum())  # never empty: FPP is in it
 
     fpp_cols = fpp.sum(axis=0).astype(np.float64)
     left = float(fpp_cols[cols < midline].sum()) + 0.5 * float(fpp_cols[cols == midline].sum())

@@ -47,6 +47,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from palsyseg.align import FaceFrame
 from palsyseg.atomic import atomic_path, atomic_write_json
 from palsyseg.errors import ConfigError, PalsysegError, Problem
 from palsyseg.labels import LABEL_NAMES, NUM_CLASSES, SIDES
@@ -100,6 +101,12 @@ class TrainConfig:
     """``auto`` (CUDA when available), ``cpu``, ``cuda`` or ``cuda:N``."""
     loss: LossConfig = field(default_factory=LossConfig)
     model_kwargs: dict = field(default_factory=dict)
+    face_frame: bool = True
+    """Run the model in the canonical face frame (:mod:`palsyseg.align`); ``False`` resizes
+    whole photos, as checkpoints from before the frame did."""
+    stream_patients: int = 0
+    """0: train on ``train_dir``. N > 0: train on N fresh phantom patients per epoch drawn on the
+    fly (:mod:`palsyseg.data.stream`; ``train_dir`` is then unused), validate on ``val_dir``."""
 
     def __post_init__(self) -> None:
         if self.model not in list_models():
@@ -115,6 +122,10 @@ class TrainConfig:
             raise ValueError(f"lr must be positive, got {self.lr}")
         if not 0 <= self.momentum < 1:
             raise ValueError(f"momentum must be in [0, 1), got {self.momentum}")
+        if self.stream_patients < 0:
+            raise ValueError(f"stream_patients must not be negative, got {self.stream_patients}")
+        if self.stream_patients and not self.face_frame:
+            raise ValueError("stream_patients needs face_frame: the stream is drawn in the frame")
         if self.weight_decay < 0 or self.poly_power < 0 or self.num_workers < 0:
             raise ValueError("weight_decay, poly_power and num_workers must not be negative")
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
@@ -405,11 +416,14 @@ def validate(
     *,
     amp_dtype: torch.dtype | None = None,
     channels_last: bool = False,
+    midline: float | None = None,
 ) -> tuple[dict[str, float], float]:
     """Segmentation metrics (eq. 9–11) and image-level palsy metrics on a validation loader.
 
     Returns ``(metrics, palsy_threshold)``: the threshold is chosen on these images
-    (:func:`~palsyseg.metrics.choose_palsy_threshold`) and the image-level metrics use it.
+    (:func:`~palsyseg.metrics.choose_palsy_threshold`) and the image-level metrics use it. The
+    truth per image is whether it *shows* palsy (``palsy``, ``visible_side``). ``midline`` is
+    the face's midline column when items are in the face frame (``(size - 1) / 2``).
     """
     from palsyseg.metrics import (
         ConfusionMatrix,
@@ -435,11 +449,11 @@ def validate(
         pred = logits.argmax(dim=1).cpu()
         confusion.update(pred, batch["mask"])
         for i in range(pred.shape[0]):
-            fraction, side = palsy_findings(pred[i].numpy())
+            fraction, side = palsy_findings(pred[i].numpy(), midline=midline)
             fractions.append(fraction)
             pred_sides.append(side)
         true_palsy += [bool(p) for p in batch["palsy"].tolist()]
-        true_sides += [SIDES[s] for s in batch["affected_side"].tolist()]
+        true_sides += [SIDES[s] for s in batch["visible_side"].tolist()]
     model.train(was_training)
     threshold = choose_palsy_threshold(fractions, true_palsy)
     metrics = segmentation_metrics(confusion.matrix)
@@ -480,6 +494,11 @@ def _check_resume_config(path: Path, saved: dict[str, Any], config: TrainConfig)
         )
 
 
+def frame_of(config: TrainConfig) -> FaceFrame | None:
+    """The face frame a run trains in (``None`` without ``face_frame``)."""
+    return FaceFrame(size=config.image_size) if config.face_frame else None
+
+
 def _make_loaders(
     train_dir: Path, val_dir: Path, config: TrainConfig, procs: _Processes, device: torch.device
 ) -> tuple[Any, Any, Any, Any]:
@@ -493,10 +512,27 @@ def _make_loaders(
             f"batch_size {config.batch_size} does not split evenly over {procs.world_size} processes"
         )
     per_rank_batch = config.batch_size // procs.world_size
-    train_set = SegmentationDataset(
-        train_dir, image_size=config.image_size, augment=TrainAugmentation(), seed=config.seed
-    )
-    val_set = SegmentationDataset(val_dir, image_size=config.image_size)
+    frame = frame_of(config)
+    train_set: Any
+    if config.stream_patients:
+        from palsyseg.data.stream import PhantomStream, StreamConfig
+
+        train_set = PhantomStream(
+            StreamConfig(patients_per_epoch=config.stream_patients, seed=config.seed),
+            image_size=config.image_size,
+            augment=TrainAugmentation(),
+            seed=config.seed,
+            frame=frame,
+        )
+    else:
+        train_set = SegmentationDataset(
+            train_dir,
+            image_size=config.image_size,
+            augment=TrainAugmentation(),
+            seed=config.seed,
+            frame=frame,
+        )
+    val_set = SegmentationDataset(val_dir, image_size=config.image_size, frame=frame)
     # The shuffle order is a function of (seed, epoch) (DistributedSampler.set_epoch), also for a
     # single process, so a resumed run draws the same order as an uninterrupted one.
     sampler = DistributedSampler(
@@ -722,8 +758,14 @@ def _finish_epoch(
     run: _Run, epoch: int, entry: dict[str, float], val_loader: Any, started: float
 ) -> None:
     """Rank 0: validate, keep the best model, write last.pt and history.json."""
+    frame = frame_of(run.config)
     metrics, threshold = validate(
-        run.model, val_loader, run.device, amp_dtype=run.amp_dtype, channels_last=run.channels_last
+        run.model,
+        val_loader,
+        run.device,
+        amp_dtype=run.amp_dtype,
+        channels_last=run.channels_last,
+        midline=None if frame is None else (frame.size - 1) / 2,
     )
     entry.update({f"val_{k}": float(v) for k, v in metrics.items()})
     entry["val_palsy_threshold"] = float(threshold)
@@ -856,6 +898,7 @@ def _metadata(
         "num_classes": NUM_CLASSES,
         "label_names": list(LABEL_NAMES),
         "image_size": config.image_size,
+        "frame": frame.to_dict() if (frame := frame_of(config)) is not None else None,
         "palsy_threshold": float(threshold),
         "epoch": epoch,
         "val_metrics": {k: float(v) for k, v in metrics.items()},

@@ -12,8 +12,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from palsyseg.align import FaceFrame, frame_transform, logits_to_photo, warp_image
+from palsyseg.data.face_points import points_for_row
 from palsyseg.data.manifest import read_manifest
-from palsyseg.data.torch_dataset import load_sample, model_input
+from palsyseg.data.torch_dataset import load_sample, model_input, normalize_image
 from palsyseg.errors import ConfigError
 from palsyseg.evaluate import EvaluateConfig, colorize, evaluate_models
 from palsyseg.labels import LABEL_NAMES, PALETTE, Label
@@ -96,21 +98,48 @@ def test_report_scores_every_model_on_the_same_pixels(
         _, meta = load_checkpoint_model(checkpoints[name])
         assert metrics["palsy_threshold"] == meta["palsy_threshold"]  # its own validation threshold
 
-    # an independent recomputation of one model's confusion matrix
+    # an independent recomputation of one model's confusion matrix: the face frame from the
+    # generator's landmarks, the model in it, its scores mapped back onto the photo's pixels
     model, meta = load_checkpoint_model(runs["unet_r18"])
+    frame = FaceFrame.from_dict(meta["frame"])
+    assert frame.size == meta["image_size"]
     expected = np.zeros((7, 7), np.int64)
     with torch.inference_mode():
         for row in rows:
             sample = load_sample(runs["test"], row)
-            logits = model(model_input(sample.image, meta["image_size"]))["logits"]
-            logits = F.interpolate(
-                logits, size=sample.mask.shape, mode="bilinear", align_corners=False
-            )
+            points = points_for_row(runs["test"], row)
+            matrix = frame_transform(points, frame)
+            crop = warp_image(sample.image, matrix, frame.size, interpolation="linear")
+            logits = model(normalize_image(crop).unsqueeze(0))["logits"]
+            logits = logits_to_photo(logits, matrix, sample.mask.shape)
             pred = logits.argmax(1)[0].numpy()
             np.add.at(expected, (sample.mask.astype(int), pred), 1)
     np.testing.assert_array_equal(report.models["unet_r18"].confusion, expected)
     accuracy = np.trace(expected) / expected.sum()
     assert report.models["unet_r18"].metrics["pixel_accuracy"] == pytest.approx(accuracy)
+
+
+def test_a_checkpoint_from_before_the_frame_predicts_on_the_whole_photo(
+    runs: dict[str, Path], tmp_path: Path
+) -> None:
+    checkpoint = torch.load(runs["unet_r18"], map_location="cpu", weights_only=True)
+    del checkpoint["metadata"]["frame"]
+    legacy = tmp_path / "legacy.pt"
+    torch.save(checkpoint, legacy)
+    report = evaluate_models(runs["test"], {"old": legacy}, candidate="old")
+
+    model, meta = load_checkpoint_model(legacy)
+    assert "frame" not in meta
+    expected = np.zeros((7, 7), np.int64)
+    with torch.inference_mode():
+        for row in read_manifest(runs["test"]):
+            sample = load_sample(runs["test"], row)
+            logits = model(model_input(sample.image, meta["image_size"]))["logits"]
+            logits = F.interpolate(
+                logits, size=sample.mask.shape, mode="bilinear", align_corners=False
+            )
+            np.add.at(expected, (sample.mask.astype(int), logits.argmax(1)[0].numpy()), 1)
+    np.testing.assert_array_equal(report.models["old"].confusion, expected)
 
 
 def test_save_writes_report_json_and_plots(runs: dict[str, Path], tmp_path: Path) -> None:

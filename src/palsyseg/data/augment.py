@@ -1,7 +1,9 @@
 """Training-time augmentation applied jointly to a photo, its label mask and its depth map.
 
 Follows the paper's §4.3: random rotation in [-10°, 10°] and random scaling in [0.75, 1.25]
-(``A.Affine``, nearest-neighbour for the mask and depth, constant fill 0 so new border pixels
+plus a small translation (±4 %) — jitter around the canonical face frame of
+:mod:`palsyseg.align`, which the items are already in, so the model also copes with an
+imperfect alignment (``A.Affine``, nearest-neighbour for the mask and depth, constant fill 0 so new border pixels
 are background and "no depth"). We add photometric jitter (brightness, contrast, saturation,
 hue, gamma, sensor noise, blur) so the network does not key on the synthetic palette, and a
 horizontal flip.
@@ -34,6 +36,9 @@ class AugmentConfig:
     rotate: float = 10.0
     """Maximum rotation in degrees; angles are drawn from [-rotate, rotate]."""
     scale: tuple[float, float] = (0.75, 1.25)
+    translate: float = 0.04
+    """Maximum shift as a fraction of the side, per axis: with rotation and scale, jitter around
+    the face frame so the model copes with an imperfect alignment."""
     affine_p: float = 1.0
     flip_p: float = 0.5
     brightness: float = 0.2
@@ -53,6 +58,8 @@ class AugmentConfig:
             raise ValueError(f"scale must be 0 < low <= high, got {self.scale}")
         if self.rotate < 0:
             raise ValueError(f"rotate must be >= 0 degrees, got {self.rotate}")
+        if not 0 <= self.translate < 0.5:
+            raise ValueError(f"translate must be in [0, 0.5), got {self.translate}")
         for name in ("affine_p", "flip_p", "color_p", "gamma_p", "noise_p", "blur_p"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
@@ -113,6 +120,7 @@ class TrainAugmentation:
         affine = A.Affine(
             rotate=(-c.rotate, c.rotate),
             scale=c.scale,
+            translate_percent={"x": (-c.translate, c.translate), "y": (-c.translate, c.translate)},
             keep_ratio=True,  # one scale factor, as in the paper: faces are not stretched
             interpolation=cv2.INTER_LINEAR,
             mask_interpolation=cv2.INTER_NEAREST,
