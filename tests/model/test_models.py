@@ -115,6 +115,22 @@ def test_mirror_asymmetry_is_flip_equivariant_and_silent_on_symmetric_input() ->
         assert not torch.allclose(block(x), x + block.fuse(torch.cat([x, torch.zeros_like(x)], 1)))
 
 
+def test_mirror_axis_is_the_image_centre_not_the_grid_centre() -> None:
+    block = MirrorAsymmetry(1)
+    # Cell j of the 1/16 map sits on input pixel 16j: a feature that is a linear function of
+    # that position, mirrored about the image centre (W - 1) / 2, is the same function at
+    # W - 1 - 16j.
+    for width in (128, 160, 97):
+        w = (width + 15) // 16
+        position = 16.0 * torch.arange(w)
+        mirrored = block.mirror(position.view(1, 1, 1, w), image_width=width).flatten()
+        expected = (width - 1 - position).clamp(0, 16.0 * (w - 1))
+        torch.testing.assert_close(mirrored, expected)
+    # When the image centre falls on the grid's centre, the mirror is the plain flip.
+    x = torch.randn(1, 2, 3, 5)
+    torch.testing.assert_close(block.mirror(x, image_width=16 * 4 + 1), x.flip(-1))
+
+
 # ---------------------------------------------------------------------------------------------
 # The shared tester
 

@@ -190,20 +190,42 @@ class ASPP(nn.Module):
 class MirrorAsymmetry(nn.Module):
     """Facial-asymmetry features: each position compared with its mirror image across the midline.
 
-    ``y = x + ReLU(BN(W·[x, x − flip(x)]))`` at stride 16. The signed difference
-    ``x − flip(x)`` is mirror-*equivariant* (flipping the input flips it and, being a
+    ``y = x + ReLU(BN(W·[x, x − mirror(x)]))`` at stride 16. The signed difference
+    ``x − mirror(x)`` is mirror-*equivariant* (flipping the input flips it and, being a
     difference, it says which side differs), so a horizontal flip of the face moves the evidence
-    to the other half exactly as it moves the FPP label. Inputs are face-centred (the generator;
-    ``predict`` crops around the detected face), so the image's vertical centre line is the
-    facial midline to within a feature cell at 1/16.
+    to the other half exactly as it moves the FPP label.
+
+    The mirror axis is the *image's* vertical centre line, which in the canonical face frame
+    (:mod:`palsyseg.align`) is the face's own midline, ``x = (W − 1) / 2``. It is not the
+    feature grid's centre: every stride-2 3×3 convolution (padding 1) centres output cell ``j``
+    on input pixel ``2j``, so cell ``j`` of the 1/16 map sits on input pixel ``16j`` and the grid's
+    own centre lies ~half a cell (~7.5 px at 128 px) off the image's. Given the input width
+    ``image_width``, the mirror of cell ``j`` is read at the fractional cell
+    ``(image_width − 1) / 16 − j`` (linear interpolation along the row, clamped at the border);
+    without it, the grid is flipped about its own centre.
     """
+
+    stride = 16
 
     def __init__(self, channels: int) -> None:
         super().__init__()
         self.fuse = ConvBNReLU(2 * channels, channels, 1)
 
-    def forward(self, x: Tensor) -> Tensor:
-        return x + self.fuse(torch.cat([x, x - x.flip(-1)], dim=1))
+    def mirror(self, x: Tensor, image_width: int | None = None) -> Tensor:
+        """``x`` mirrored about the image's centre line (see the class docstring)."""
+        if image_width is None:
+            return x.flip(-1)
+        w = x.shape[-1]
+        source = ((image_width - 1) / self.stride - torch.arange(w, device=x.device)).clamp(
+            0, w - 1
+        )
+        low = source.floor().long()
+        high = (low + 1).clamp(max=w - 1)
+        weight = (source - low).to(x.dtype)
+        return x[..., low] * (1 - weight) + x[..., high] * weight
+
+    def forward(self, x: Tensor, image_width: int | None = None) -> Tensor:
+        return x + self.fuse(torch.cat([x, x - self.mirror(x, image_width)], dim=1))
 
 
 class DecoderStage(nn.Module):
@@ -507,7 +529,10 @@ class PalsyNet(nn.Module):
             feat = stage(feat)
             skips.append(feat)
         s1, s2, s3, _ = skips
-        d8 = self.up8(self.mirror(self.aspp(feat)), s3)
+        context = self.aspp(feat)
+        if isinstance(self.mirror, MirrorAsymmetry):
+            context = self.mirror(context, image_width=int(size[-1]))
+        d8 = self.up8(context, s3)
         d4 = self.up4(d8, s2)  # pixel embedding
         d2 = self.up2(d4, s1)
 
