@@ -39,3 +39,17 @@ def cli(capsys: pytest.CaptureFixture[str]) -> CliRunner:
         return CliResult(code, captured.out, captured.err)
 
     return run
+
+
+@pytest.fixture(autouse=True, scope="session")
+def face_point_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """dlib's face points are cached per image; tests keep that cache out of the home folder."""
+    import os
+
+    previous = os.environ.get("PALSYSEG_CACHE_DIR")
+    os.environ["PALSYSEG_CACHE_DIR"] = str(tmp_path_factory.mktemp("palsyseg-cache"))
+    yield
+    if previous is None:
+        os.environ.pop("PALSYSEG_CACHE_DIR", None)
+    else:
+        os.environ["PALSYSEG_CACHE_DIR"] = previous

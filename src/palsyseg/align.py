@@ -171,11 +171,13 @@ def frame_transform(points: FivePoints, frame: FaceFrame) -> np.ndarray:
     * the face's midline lies at ``x = (frame.size - 1) / 2``, the exact axis about which
       ``crop[:, ::-1]`` mirrors (OpenCV pixel centres), so the flipped crop is the face's mirror.
 
-    The midline's x is the mean, after the rotation, of the eye midpoint's x and the
-    mouth-corner midpoint's x. Both are midpoints of symmetric pairs and so lie on the face's
-    symmetry plane; averaging the two spreads the error of any one pair (a drooping mouth
-    corner, a detector's eye error). The nose tip is *not* used for x: it stands in front of
-    that plane and swings sideways under yaw.
+    The midline passes through the eye midpoint, perpendicular to the eye line. The eye centres
+    (each the mean of its two canthi) are a symmetric pair whose midpoint lies on the face's
+    symmetry plane, and palsy does not move the canthi. The mouth corners are not used: palsy
+    is exactly what moves them (a drooping, lagging corner would pull the midline toward the
+    strong side by half the asymmetry, right where FPP is judged). Nor is the nose tip: it
+    stands in front of the plane and swings sideways under yaw. The mouth corners and the nose
+    tip stay in :class:`FivePoints` for the contract and for checks of a detection.
 
     Raises ``ValueError`` if the eye centres coincide.
     """
@@ -190,9 +192,7 @@ def frame_transform(points: FivePoints, frame: FaceFrame) -> np.ndarray:
     # Rotation by −angle(across), times the scale: maps `across` onto +x.
     linear = scale * np.array([[cos, sin], [-sin, cos]])
     eye_mid = linear @ ((left_eye + right_eye) / 2)
-    mouth_mid = linear @ ((p[3] + p[4]) / 2)
-    midline_x = (eye_mid[0] + mouth_mid[0]) / 2
-    shift = np.array([(frame.size - 1) / 2 - midline_x, frame.eye_y * frame.size - eye_mid[1]])
+    shift = np.array([(frame.size - 1) / 2 - eye_mid[0], frame.eye_y * frame.size - eye_mid[1]])
     return np.hstack([linear, shift[:, None]])
 
 

@@ -59,9 +59,11 @@ def test_frame_transform_puts_the_face_in_the_canonical_frame(seed: int, frame: 
     assert right_eye[0] < left_eye[0]  # patient's right eye on the crop's left
     assert left_eye[0] - right_eye[0] == pytest.approx(frame.iod * frame.size, abs=1e-9)
     assert (left_eye[1] + right_eye[1]) / 2 == pytest.approx(frame.eye_y * frame.size, abs=1e-9)
-    eye_mid_x = (left_eye[0] + right_eye[0]) / 2
-    mouth_mid_x = (mouth_left[0] + mouth_right[0]) / 2
-    assert (eye_mid_x + mouth_mid_x) / 2 == pytest.approx((frame.size - 1) / 2, abs=1e-9)
+    # The midline runs through the eye midpoint; the mouth (which palsy moves) does not shift it.
+    assert (left_eye[0] + right_eye[0]) / 2 == pytest.approx((frame.size - 1) / 2, abs=1e-9)
+    moved = points.as_array().copy()
+    moved[3] += (7.0, 5.0)  # a lagging, drooping mouth corner
+    assert np.allclose(frame_transform(FivePoints.from_array(moved), frame), m)
 
     linear = m[:, :2]
     assert np.linalg.det(linear) > 0  # no reflection
