@@ -225,14 +225,28 @@ def train_config_for(model: str, overrides: Mapping[str, Any] | None = None) -> 
     return from_section(section, TrainConfig, where="train")
 
 
-def _input_example(val_dir: Path, image_size: int) -> Any:
-    """One real validation image, as the network takes it (1×3×S×S, normalised)."""
+def _input_example(val_dir: Path, config: Any) -> Any:
+    """One real validation image, as the network takes it (1×3×S×S, normalised, in the face
+    frame the model was trained in)."""
     from palsyseg.data.manifest import read_manifest
-    from palsyseg.data.torch_dataset import load_sample, model_input
+    from palsyseg.data.torch_dataset import (
+        fallback_points,
+        load_sample,
+        model_input,
+        normalize_image,
+        row_points,
+        to_frame,
+    )
+    from palsyseg.train import frame_of
 
-    rows = read_manifest(val_dir)
+    rows = read_manifest(val_dir)[:1]
     sample = load_sample(val_dir, rows[0])
-    return model_input(sample.image, image_size).numpy()
+    frame = frame_of(config)
+    if frame is None:
+        return model_input(sample.image, config.image_size).numpy()
+    points = row_points(val_dir, rows)[0] or fallback_points(*sample.mask.shape)
+    crop, _, _, _ = to_frame(sample, points, frame)
+    return normalize_image(crop).unsqueeze(0).numpy()
 
 
 def train_step(
@@ -273,7 +287,7 @@ def train_step(
                 config,
                 on_epoch_end=run.log_epoch,
             )
-            run.log_result(result, input_example=_input_example(splits / "val", config.image_size))
+            run.log_result(result, input_example=_input_example(splits / "val", config))
         with atomic_path(checkpoint_out) as target:
             shutil.copyfile(result.best_checkpoint, target)
     if history_out is not None:
