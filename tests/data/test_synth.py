@@ -367,6 +367,10 @@ def test_summary_counts_patients_and_images(tmp_path: Path) -> None:
     assert data["total_patients"] == 4 and data["total_images"] == 8
     assert sum(data["images"].values()) == 8 and set(data["patients"]) <= set(DIAGNOSES)
     assert summary.table().row_count == 4
+    rows = read_manifest(tmp_path / "ds")
+    for diagnosis in DIAGNOSES:
+        showing = sum(r.diagnosis == diagnosis and bool(r.extras["fpp_parts"]) for r in rows)
+        assert data["images_showing_palsy"].get(diagnosis, 0) == showing
 
 
 def test_cli_writes_a_valid_dataset(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

@@ -67,6 +67,15 @@ def train(
         int | None,
         typer.Option("--image-size", min=32, help="Input side in pixels (overrides params)."),
     ] = None,
+    stream_patients: Annotated[
+        int | None,
+        typer.Option(
+            "--stream-patients",
+            min=0,
+            help="Train on N fresh phantom patients per epoch drawn on the fly instead of "
+            "SPLIT/train (0: SPLIT/train; overrides params).",
+        ),
+    ] = None,
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue the run in --out from its last.pt.")
     ] = False,
@@ -75,19 +84,26 @@ def train(
     ] = Path("params.yaml"),
     threads: ThreadsOption = None,
 ) -> None:
-    """Train one model on SPLIT/train, validate on SPLIT/val, keep best.pt and last.pt."""
+    """Train one model on SPLIT/train (or a phantom stream), validate on SPLIT/val, keep best.pt
+    and last.pt. Models run in the canonical face frame."""
     from palsyseg.errors import DatasetError, Problem
     from palsyseg.params import from_section, load_params
     from palsyseg.train import TrainConfig, train_model
 
     _set_threads(threads)
     section = dict(load_params(params).get("train") or {})
-    flags = {"model": model, "epochs": epochs, "batch_size": batch_size, "image_size": image_size}
+    flags = {
+        "model": model,
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "image_size": image_size,
+        "stream_patients": stream_patients,
+    }
     section.update({key: value for key, value in flags.items() if value is not None})
     config = from_section(section, TrainConfig, where=f"{params}:train")
     missing = [
         Problem(file=str(data / name), rule="split has no such dataset (run `palsyseg data split`)")
-        for name in ("train", "val")
+        for name in (("val",) if config.stream_patients else ("train", "val"))
         if not (data / name).is_dir()
     ]
     if missing:

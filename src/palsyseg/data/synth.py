@@ -93,6 +93,8 @@ class SynthSummary:
     patients: dict[str, int] = field(default_factory=dict)
     images: dict[str, int] = field(default_factory=dict)
     grades: dict[str, dict[int, int]] = field(default_factory=dict)
+    showing: dict[str, int] = field(default_factory=dict)
+    """Images per diagnosis whose mask holds FPP (the photo shows the palsy)."""
     seconds: float = 0.0
 
     @property
@@ -110,6 +112,7 @@ class SynthSummary:
             },
             "total_patients": sum(self.patients.values()),
             "total_images": self.total_images,
+            "images_showing_palsy": dict(self.showing),
             "seconds": round(self.seconds, 3),
             "images_per_second": round(self.total_images / self.seconds, 1)
             if self.seconds > 0
@@ -121,7 +124,7 @@ class SynthSummary:
         from rich.table import Table
 
         table = Table(title=f"synthetic dataset → {self.out}")
-        for name in ("diagnosis", "patients", "images", "House–Brackmann grades"):
+        for name in ("diagnosis", "patients", "images", "show FPP", "House–Brackmann grades"):
             table.add_column(name, justify="left" if name == "diagnosis" else "right")
         for diagnosis in DIAGNOSES:
             grades = self.grades.get(diagnosis, {})
@@ -130,6 +133,7 @@ class SynthSummary:
                 diagnosis,
                 str(self.patients.get(diagnosis, 0)),
                 str(self.images.get(diagnosis, 0)),
+                str(self.showing.get(diagnosis, 0)),
                 spread,
             )
         rate = f" ({self.total_images / self.seconds:.0f} images/s)" if self.seconds > 0 else ""
@@ -137,6 +141,7 @@ class SynthSummary:
             "total",
             str(sum(self.patients.values())),
             str(self.total_images),
+            str(sum(self.showing.values())),
             f"{self.seconds:.1f} s{rate}",
         )
         return table
@@ -286,6 +291,7 @@ def generate_dataset(out: Path, config: SynthConfig, *, force: bool = False) -> 
         write_manifest(staging, rows)
     summary.patients = dict(Counter(p.diagnosis for p in patients))
     summary.images = dict(Counter(row.diagnosis for row in rows))
+    summary.showing = dict(Counter(row.diagnosis for row in rows if row.extras["fpp_parts"]))
     for patient in patients:
         summary.grades.setdefault(patient.diagnosis, Counter())[patient.grade] += 1
     summary.grades = {d: dict(c) for d, c in summary.grades.items()}
