@@ -21,15 +21,6 @@ from palsyseg.train import (
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> None:
-    """One intra-op thread: on a shared 2-core machine more threads spin against each other."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 # Tiny and CPU-only: 6 synthetic patients × 2 images of 64 px, trained at 32 px in batches of 3.
 TINY = {"epochs": 1, "batch_size": 3, "image_size": 32, "device": "cpu", "seed": 3}
 

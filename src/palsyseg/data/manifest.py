@@ -239,7 +239,7 @@ def read_manifest(root: str | os.PathLike[str]) -> list[ManifestRow]:
     diagnosis/side/grade consistency, path syntax and containment (symlinks resolved), and
     that no image appears twice. An empty manifest is an error.
     """
-    header, records = read_manifest_records(root)
+    _header, records = read_manifest_records(root)
     path = str(Path(root) / MANIFEST_NAME)
     rows: list[ManifestRow] = []
     problems: list[Problem] = []
