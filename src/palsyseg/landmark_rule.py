@@ -31,38 +31,24 @@ upscaled copy changed side accuracy by 0.03, not worth a cache apart from
 :func:`~palsyseg.data.face_points.points_for_row`'s. The eye and brow evidence stay available
 from :func:`weakness_evidence` for inspection.
 
-Detections are cached like :func:`palsyseg.data.face_points.points_for_row` does, in the same
-files (``<cache>/points/<sha256 of the image bytes>.json``, same format), so either one's
-detection serves the other; that function cannot be reused as is because a generated dataset's
-rows name a landmarks JSON (it would read that, not run dlib) and it keeps only five points.
-Photos without a face are remembered in ``<cache>/no_face/<sha256>.json``. The dataset
-directory is never written.
+Detections come from :func:`palsyseg.data.face_points.detection_for_row`: always from the
+pixels (a generated row's landmarks JSON is not used), once per image, cached outside the
+dataset (photos without a face too); the dataset directory is never written.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from palsyseg.atomic import atomic_write_json
-from palsyseg.data.face_points import (
-    CACHE_ENV,
-    CACHE_FORMAT,
-    Detection,
-    FacePointDetector,
-    default_cache_dir,
-)
+from palsyseg.data.face_points import FacePointDetector, detection_for_row
 from palsyseg.data.manifest import ManifestRow, read_manifest, resolve_in_root
-from palsyseg.errors import ConfigError, DatasetError, Problem
 from palsyseg.metrics import choose_palsy_threshold, image_level_metrics, patient_level_metrics
 from palsyseg.visibility import SIDES, measure_asymmetry
 
@@ -161,29 +147,6 @@ def finding_from_68(points68: np.ndarray | None) -> tuple[float, str]:
     return (score, side) if score > 0 else (0.0, "none")
 
 
-def _image_digest(root: str | os.PathLike[str], row: ManifestRow) -> tuple[Path, str]:
-    path = resolve_in_root(root, row.image)
-    try:
-        return path, hashlib.sha256(path.read_bytes()).hexdigest()
-    except FileNotFoundError:
-        raise DatasetError(Problem(file=str(path), rule="image file does not exist")) from None
-
-
-def _read_cached(path: Path) -> Detection | None:
-    """A cached detection in :func:`~palsyseg.data.face_points.points_for_row`'s format, or
-    ``None`` when absent, unreadable or of another format (then dlib runs again)."""
-    if not path.is_file():
-        return None
-    try:
-        document = json.loads(path.read_text(encoding="utf-8"))
-        if document.get("format") != CACHE_FORMAT:
-            return None
-        return Detection.from_dict(document["detection"])
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-        log.warning("%s: unreadable cached face points (%s); detecting again", path, exc)
-        return None
-
-
 def landmarks68_for_row(
     root: str | os.PathLike[str],
     row: ManifestRow,
@@ -194,42 +157,11 @@ def landmarks68_for_row(
     """dlib's 68 points of one row's photo (pixels), or ``None`` when dlib finds no face.
 
     Always from the pixels, never from the row's landmarks JSON (a baseline must see what a
-    real photo offers). Cached under ``cache_dir`` (default
-    :func:`~palsyseg.data.face_points.default_cache_dir`) as the module docstring says; a cache
-    inside ``root`` is refused with :class:`ConfigError` (the dataset is DVC-tracked).
+    real photo offers); cached once per image by
+    :func:`palsyseg.data.face_points.detection_for_row`, outside the dataset.
     """
-    from palsyseg.data.images import read_rgb
-
-    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    if cache.resolve().is_relative_to(Path(root).resolve()):
-        raise ConfigError(
-            f"{cache}: face-point cache lies inside the dataset {root} (DVC-tracked); "
-            f"choose another cache_dir or {CACHE_ENV}"
-        )
-    image_path, digest = _image_digest(root, row)
-    cached_path = cache / "points" / f"{digest}.json"
-    no_face_path = cache / "no_face" / f"{digest}.json"
-    cached = _read_cached(cached_path)
-    if cached is not None:
-        return cached.landmarks68
-    if no_face_path.is_file():
-        return None
-
-    record = {
-        "format": CACHE_FORMAT,
-        "image_sha256": digest,
-        "image": row.image,
-        "settings": detector.settings(),
-    }
-    try:
-        detection = detector.detect(read_rgb(image_path), source=str(image_path))
-    except DatasetError as error:
-        if "no face" not in str(error):
-            raise
-        atomic_write_json(no_face_path, record)
-        return None
-    atomic_write_json(cached_path, {**record, "detection": detection.to_dict()})
-    return detection.landmarks68
+    detection = detection_for_row(root, row, detector=detector, cache_dir=cache_dir)
+    return None if detection is None else detection.landmarks68
 
 
 def _findings(

@@ -322,43 +322,37 @@ def _read_json(path: Path) -> Any:
         raise DatasetError(Problem(file=str(path), rule=f"not valid JSON ({exc})")) from None
 
 
-def _read_cached(path: Path) -> FivePoints | None:
-    """The cached points, or ``None`` when absent, unreadable or of another format."""
+def _read_cached(path: Path) -> Detection | None:
+    """The cached detection, or ``None`` when absent, unreadable or of another format."""
     if not path.is_file():
         return None
     try:
         document = json.loads(path.read_text(encoding="utf-8"))
         if document.get("format") != CACHE_FORMAT:
             return None
-        return FivePoints.from_dict(document["detection"]["points"])
+        return Detection.from_dict(document["detection"])
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         # A cache entry is disposable: detect again rather than fail the user's step.
         log.warning("%s: unreadable cached face points (%s); detecting again", path, exc)
         return None
 
 
-def points_for_row(
+def detection_for_row(
     root: str | os.PathLike[str],
     row: ManifestRow,
     *,
     detector: FacePointDetector | None = None,
     cache_dir: str | os.PathLike[str] | None = None,
-) -> FivePoints:
-    """The five points of one dataset row: from its landmarks JSON, else from dlib (cached).
+) -> Detection | None:
+    """dlib's detection on one row's photo, or ``None`` when it finds no face; cached.
 
-    A row whose ``extras`` name a ``landmarks`` file (relative to ``root``) is read with
-    :func:`points_from_landmarks`. Otherwise the image is run through ``detector`` (a new
-    :class:`FacePointDetector` if ``None``) and the detection is stored atomically in
-    ``cache_dir/points/<sha256 of the image file>.json`` (``cache_dir`` defaults to
-    :func:`default_cache_dir`); later calls for the same image bytes read it back. A cache
-    directory inside ``root`` is refused: the dataset directory is DVC-tracked and never written.
+    Always from the pixels (never the row's landmarks JSON). The result is stored atomically in
+    ``cache_dir/points/<sha256 of the image file>.json`` (``no_face/<sha256>.json`` when there
+    is none; ``cache_dir`` defaults to :func:`default_cache_dir`), so the detector runs once per
+    image bytes ever. A cache directory inside ``root`` is refused: the dataset directory is
+    DVC-tracked and never written.
     """
     from palsyseg.data.images import read_rgb
-
-    relative = row.extras.get("landmarks") if row.extras else None
-    if relative:
-        path = resolve_in_root(root, relative)
-        return points_from_landmarks(_read_json(path), source=str(path))
 
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     if cache.resolve().is_relative_to(Path(root).resolve()):
@@ -374,20 +368,51 @@ def points_for_row(
             Problem(file=str(image_path), rule="image file does not exist")
         ) from None
     cached_path = cache / "points" / f"{digest}.json"
+    no_face_path = cache / "no_face" / f"{digest}.json"
     cached = _read_cached(cached_path)
     if cached is not None:
         return cached
+    if no_face_path.is_file():
+        return None
 
     detector = detector if detector is not None else FacePointDetector()
-    detection = detector.detect(read_rgb(image_path), source=str(image_path))
-    atomic_write_json(
-        cached_path,
-        {
-            "format": CACHE_FORMAT,
-            "image_sha256": digest,
-            "image": row.image,
-            "settings": detector.settings(),
-            "detection": detection.to_dict(),
-        },
-    )
+    record = {
+        "format": CACHE_FORMAT,
+        "image_sha256": digest,
+        "image": row.image,
+        "settings": detector.settings(),
+    }
+    try:
+        detection = detector.detect(read_rgb(image_path), source=str(image_path))
+    except DatasetError as error:
+        if "no face" not in str(error):
+            raise
+        atomic_write_json(no_face_path, record)
+        return None
+    atomic_write_json(cached_path, {**record, "detection": detection.to_dict()})
+    return detection
+
+
+def points_for_row(
+    root: str | os.PathLike[str],
+    row: ManifestRow,
+    *,
+    detector: FacePointDetector | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+) -> FivePoints:
+    """The five points of one dataset row: from its landmarks JSON, else from dlib (cached).
+
+    A row whose ``extras`` name a ``landmarks`` file (relative to ``root``) is read with
+    :func:`points_from_landmarks`. Otherwise :func:`detection_for_row` runs ``detector`` (a new
+    :class:`FacePointDetector` if ``None``) once per image, cached outside the dataset; a photo
+    without a face raises :class:`DatasetError` ("no face found").
+    """
+    relative = row.extras.get("landmarks") if row.extras else None
+    if relative:
+        path = resolve_in_root(root, relative)
+        return points_from_landmarks(_read_json(path), source=str(path))
+    detection = detection_for_row(root, row, detector=detector, cache_dir=cache_dir)
+    if detection is None:
+        image = resolve_in_root(root, row.image)
+        raise DatasetError(Problem(file=str(image), rule="no face found (cached detection)"))
     return detection.points
