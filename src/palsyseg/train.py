@@ -90,6 +90,13 @@ class TrainConfig:
     momentum: float = 0.9
     weight_decay: float = 5e-4
     poly_power: float = 0.9
+    optimizer: str = "sgd"
+    """``sgd`` (the paper's: SGD with ``momentum``) or ``adamw`` (decoupled ``weight_decay``)."""
+    schedule: str = "poly"
+    """``poly`` (the paper's: ``(1 − t)^poly_power``) or ``cosine`` (half a cosine to 0), both
+    after ``warmup``."""
+    warmup: float = 0.0
+    """Share of all training steps over which the learning rate rises linearly from 0."""
     image_size: int = 250
     seed: int = 7
     num_workers: int = 0
@@ -128,6 +135,12 @@ class TrainConfig:
             raise ValueError("stream_patients needs face_frame: the stream is drawn in the frame")
         if self.weight_decay < 0 or self.poly_power < 0 or self.num_workers < 0:
             raise ValueError("weight_decay, poly_power and num_workers must not be negative")
+        if self.optimizer not in ("sgd", "adamw"):
+            raise ValueError(f"optimizer must be 'sgd' or 'adamw', got {self.optimizer!r}")
+        if self.schedule not in ("poly", "cosine"):
+            raise ValueError(f"schedule must be 'poly' or 'cosine', got {self.schedule!r}")
+        if not 0 <= self.warmup < 1:
+            raise ValueError(f"warmup must be a share of the steps in [0, 1), got {self.warmup}")
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
             raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
 
@@ -366,9 +379,19 @@ def _deterministic(device: torch.device) -> Iterator[None]:
 # One epoch of training, one pass of validation
 
 
-def _poly_factor(total_steps: int, power: float) -> Callable[[int], float]:
+def _lr_factor(config: TrainConfig, total_steps: int) -> Callable[[int], float]:
+    """The learning-rate multiplier per step: linear warm-up over ``config.warmup`` of the
+    steps, then ``poly`` (the paper's, eq. of DeepLab: ``(1 − t)^power``) or ``cosine`` decay
+    over the rest, ``t`` running from 0 to 1."""
+    warm = round(config.warmup * total_steps)
+
     def factor(step: int) -> float:
-        return (1.0 - min(step, total_steps) / total_steps) ** power
+        if step < warm:
+            return (step + 1) / warm
+        t = min(step - warm, total_steps - warm) / max(total_steps - warm, 1)
+        if config.schedule == "cosine":
+            return 0.5 * (1.0 + math.cos(math.pi * t))
+        return (1.0 - t) ** config.poly_power
 
     return factor
 
@@ -687,11 +710,20 @@ def _build_run(
     # optimizer, the checkpoint and, under DDP, the gradient all-reduce.
     criterion = SegmentationLoss(config.loss, num_classes=NUM_CLASSES).to(device)
     step = _TrainStep(model, criterion, amp_dtype)
-    optimizer = torch.optim.SGD(
-        step.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
-    )
+    optimizer: torch.optim.Optimizer
+    if config.optimizer == "adamw":
+        optimizer = torch.optim.AdamW(
+            step.parameters(), lr=config.lr, weight_decay=config.weight_decay
+        )
+    else:
+        optimizer = torch.optim.SGD(
+            step.parameters(),
+            lr=config.lr,
+            momentum=config.momentum,
+            weight_decay=config.weight_decay,
+        )
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, _poly_factor(config.epochs * steps, config.poly_power)
+        optimizer, _lr_factor(config, config.epochs * steps)
     )
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
     return _Run(

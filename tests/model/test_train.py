@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
@@ -265,6 +266,50 @@ def test_paper_defaults() -> None:
         0.9,
         250,
     )
+    assert (config.optimizer, config.schedule, config.warmup) == ("sgd", "poly", 0.0)
+
+
+def test_learning_rate_warms_up_then_decays_to_zero() -> None:
+    from palsyseg.train import _lr_factor
+
+    poly = _lr_factor(TrainConfig(poly_power=0.9), 100)
+    assert poly(0) == 1.0 and poly(50) == pytest.approx(0.5**0.9) and poly(100) == 0.0
+    cosine = _lr_factor(TrainConfig(schedule="cosine", warmup=0.1), 100)
+    assert [cosine(i) for i in range(10)] == pytest.approx([(i + 1) / 10 for i in range(10)])
+    assert cosine(10) == 1.0 and cosine(55) == pytest.approx(0.5) and cosine(100) == 0.0
+    values = [cosine(i) for i in range(10, 101)]
+    assert all(a >= b for a, b in itertools.pairwise(values))
+    with pytest.raises(ValueError, match="optimizer"):
+        TrainConfig(optimizer="lbfgs")
+    with pytest.raises(ValueError, match="warmup"):
+        TrainConfig(warmup=1.0)
+
+
+def test_adamw_cosine_trains_and_resumes_like_an_uninterrupted_run(
+    split: Path, tmp_path: Path
+) -> None:
+    config = TrainConfig(
+        model="palsynet",
+        optimizer="adamw",
+        lr=2e-3,
+        weight_decay=0.01,
+        schedule="cosine",
+        warmup=0.2,
+        **{**TINY, "epochs": 2},
+    )
+    whole = train_model(split / "train", split / "val", tmp_path / "whole", config)
+
+    class Killed(Exception):
+        pass
+
+    def stop(epoch: int, _: dict[str, float]) -> None:
+        raise Killed
+
+    with pytest.raises(Killed):
+        train_model(split / "train", split / "val", tmp_path / "cut", config, on_epoch_end=stop)
+    resumed = train_model(split / "train", split / "val", tmp_path / "cut", config, resume=True)
+    assert [e["train_loss"] for e in resumed.history] == [e["train_loss"] for e in whole.history]
+    assert whole.history[-1]["lr"] == pytest.approx(0.0, abs=1e-12)
 
 
 def test_cli_train_prints_a_table_and_honours_params_and_flags(
