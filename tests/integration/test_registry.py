@@ -2,11 +2,13 @@
 
 What is proven here: a run records what it promises (params, per-epoch metrics, the model
 with signature and input example, the checkpoint, plots, environment) and its artifacts land
-in S3; registration sets ``challenger`` and never ``champion``; promotion refuses failed gates,
-unrecorded gates, the trainer as reviewer and stale comparisons; rollback follows the champion
-history; racing promotions (threads and processes) leave one champion and a gap-free audit
-trail with one entry per successful call; a crash between audit write and alias move is
-completed; a dead holder's lock is broken and a live one is waited for.
+in S3; registration sets ``challenger`` and never ``champion`` and records the thresholds and
+measurements the gates used, so the production policy re-decides them at promotion; promotion
+refuses failed gates, unrecorded gates, the trainer as reviewer and stale comparisons; rollback
+follows the champion history; racing promotions (threads and processes) leave one champion and
+a gap-free, hash-chained audit trail with one entry per successful call; a crash between audit
+write and alias move is completed; a dead holder's lock is broken (at once when its process on
+this host is gone) and a live one is waited for.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from torch import nn
 
 from palsyseg.errors import GateError
 from palsyseg.evaluate import EvaluationReport, Example, ModelEvaluation
-from palsyseg.tracking import registry
+from palsyseg.tracking import audit, registry
 from palsyseg.tracking.gates import PromotionPolicy, evaluate_gates
 from palsyseg.tracking.runs import (
     RunContext,
@@ -120,6 +122,7 @@ def add_version(
         "trained_by": trained_by,
         "gates.passed": "true",
         "gates.champion": compared_with,
+        "gates.policy": json.dumps(policy.thresholds()),
         **{
             f"gate.{g}": "pass"
             for g in ("primary_floor", "vs_champion", "class_drop", "beats_baselines")
@@ -128,7 +131,7 @@ def add_version(
         **extra,
     }
     mlflow_client = client()
-    if registry._get_model(mlflow_client, policy.registered_model) is None:
+    if registry.find_model(mlflow_client, policy.registered_model) is None:
         mlflow_client.create_registered_model(policy.registered_model)
     mv = mlflow_client.create_model_version(
         policy.registered_model, source=f"runs:/{run_id}/model", run_id=run_id, tags=tags
@@ -137,8 +140,11 @@ def add_version(
 
 
 def assert_consistent_trail(policy: PromotionPolicy) -> list[registry.AuditEntry]:
-    """Sequence numbers 1..n, each change starts where the previous one ended, alias agrees."""
-    entries = registry.history(policy=policy)
+    """Sequence numbers 1..n, each change starts where the previous one ended, alias agrees,
+    and the hash chain verifies."""
+    trail = registry.check_trail(policy=policy)
+    assert trail.ok and not trail.pending, trail.problems
+    entries = trail.entries
     assert [e.seq for e in entries] == list(range(1, len(entries) + 1))
     current = None
     for entry in entries:
@@ -258,13 +264,18 @@ def test_run_records_everything_and_registration_sets_only_challenger(
 
     # Checkpoint of the champion for re-evaluation: none until a reviewer promotes.
     assert registry.download_champion_checkpoint(tmp_path / "c", policy=policy) is None
-    # A reviewer holds the version to the policy in force: thresholds it was not gated with
-    # must be accepted explicitly (the same policy), never silently.
+    # The policy in force re-decides the gates from what the version recorded: the thresholds
+    # it was gated with and the measurements (candidate, baselines) the gates read.
     assert info.policy["min_primary"] == 0.3
-    with pytest.raises(GateError, match=r"gated under another policy \(min_primary 0.3 -> 0.5\)"):
-        registry.promote(
-            version, reviewer="bob", reason="x", policy=PromotionPolicy(registered_model=model_name)
-        )
+    assert info.inputs["candidate"]["f1_fpp"] == 0.6
+    assert info.inputs["baselines"]["unet_r18"]["f1_fpp"] == 0.1
+    stricter = PromotionPolicy(registered_model=model_name, min_primary=0.7)
+    with pytest.raises(GateError) as refused:
+        registry.promote(version, reviewer="bob", reason="x", policy=stricter)
+    assert refused.value.lines() == [
+        f"{model_name} v{version}: promotion refused: primary_floor fails the production "
+        "policy: f1_fpp 0.6000 < floor 0.7; it was gated with min_primary 0.3 (production 0.7)"
+    ]
     registry.promote(version, reviewer="bob", reason="first model", policy=policy)
     found = registry.download_champion_checkpoint(tmp_path / "c", policy=policy)
     assert found is not None and found[0] == version
@@ -292,8 +303,8 @@ def test_promotion_rules_and_rollback(tracking, model_name: str, tmp_path: Path)
     run_id = trained_run(tmp_path, "alice", with_model=False)
     v1 = add_version(run_id, policy, trained_by="alice")
 
-    with pytest.raises(GateError, match="reviewer Alice trained this model"):
-        registry.promote(v1, reviewer="Alice ", reason="mine", policy=policy)
+    with pytest.raises(GateError, match="reviewer alice trained this model"):
+        registry.promote(v1, reviewer="Alice\u200b ", reason="mine", policy=policy)
     with pytest.raises(GateError, match="reason is required"):
         registry.promote(v1, reviewer="bob", reason="  ", policy=policy)
     with pytest.raises(registry.RegistryError, match="version 99 does not exist"):
@@ -316,7 +327,7 @@ def test_promotion_rules_and_rollback(tracking, model_name: str, tmp_path: Path)
     failed = add_version(
         run_id, policy, compared_with=v1, **{"gates.passed": "false", "gate.class_drop": "fail"}
     )
-    with pytest.raises(GateError, match="gates failed: class_drop"):
+    with pytest.raises(GateError, match="gate class_drop did not pass when registered"):
         registry.promote(failed, reviewer="bob", reason="x", policy=policy)
     bare = str(
         client()
@@ -408,7 +419,7 @@ def test_racing_promotions_each_land_once_in_a_gap_free_trail(
     assert registry.champion_version(policy=policy) == entries[-1].to_version
     holders = [v for v in registry.list_versions(policy=policy) if "champion" in v.aliases]
     assert len(holders) == 1
-    assert registry._get_model(client(), f"{model_name}{registry.LOCK_SUFFIX}") is None
+    assert registry.find_model(client(), f"{model_name}{registry.LOCK_SUFFIX}") is None
 
 
 def test_racing_promotions_compared_with_the_same_champion_let_exactly_one_win(
@@ -487,40 +498,78 @@ def test_half_done_promotion_is_completed_and_foreign_alias_moves_are_refused(
     run_id = trained_run(tmp_path, "alice", with_model=False)
     v1, v2, v3 = (add_version(run_id, policy) for _ in range(3))
     registry.promote(v1, reviewer="bob", reason="first", policy=policy)
-    # A promoter died after writing entry 2 but before moving the alias.
-    entry = registry.AuditEntry(2, "promote", v1, v2, "bob", "crashed", registry._now(), "alice")
-    client().set_registered_model_tag(model_name, registry._audit_key(2), entry.to_json())
+    # A promoter died after writing entry 2 but before moving the alias and the head.
+    trail = registry.check_trail(policy=policy)
+    entry = registry.AuditEntry(
+        trail.next_seq(), "promote", v1, v2, "bob", "crashed", "2026-11-30T10:00:00+00:00",
+        "alice", prev_hash=trail.next_prev_hash(),
+    )  # fmt: skip
+    client().set_registered_model_tag(model_name, audit.entry_key(2), entry.to_json())
     assert registry.champion_version(policy=policy) == v1
+    pending = registry.check_trail(policy=policy)
+    assert pending.ok and pending.pending
     third = registry.promote(v3, reviewer="carol", reason="after the crash", policy=policy)
     assert (third.seq, third.from_version) == (3, v2)
     assert_consistent_trail(policy)
 
     # Someone moves the alias by hand in MLflow: palsyseg refuses to build on it.
     client().set_registered_model_alias(model_name, "champion", v1)
-    with pytest.raises(registry.RegistryError, match="moved outside palsyseg"):
+    with pytest.raises(GateError, match="moved outside palsyseg"):
         registry.promote(v2, reviewer="bob", reason="x", policy=policy)
+    with pytest.raises(registry.RegistryError, match="the audit trail is broken"):
+        registry.rollback(reviewer="bob", reason="x", policy=policy)
 
 
 def test_dead_holders_lock_is_broken_and_a_live_one_is_waited_for(
     tracking, model_name: str, tmp_path: Path
 ) -> None:
+    import subprocess
+    import sys
     import time
+
+    from palsyseg.tracking import lock as promotion_lock
 
     policy = policy_for(model_name, require_current_champion=False)
     run_id = trained_run(tmp_path, "alice", with_model=False)
-    v1, v2 = add_version(run_id, policy), add_version(run_id, policy)
+    v1, v2, v3 = (add_version(run_id, policy) for _ in range(3))
     lock = f"{model_name}{registry.LOCK_SUFFIX}"
     client().create_registered_model(
         lock, tags={"holder": "ghost", "acquired_at": str(time.time() - 3600)}
     )
     registry.promote(v1, reviewer="bob", reason="lock was stale", policy=policy)
-    assert registry._get_model(client(), lock) is None
+    assert registry.find_model(client(), lock) is None
 
-    client().create_registered_model(lock, tags={"holder": "busy", "acquired_at": str(time.time())})
-    with pytest.raises(registry.RegistryError, match="another promotion holds the lock"):
-        registry.promote(v2, reviewer="bob", reason="busy", policy=policy, lock_timeout=1.0)
-    assert registry.champion_version(policy=policy) == v1
+    # A holder on this host whose process ended a moment ago: broken at once, not after 120 s.
+    dead = {**promotion_lock.holder_tags("ghost:1"), "pid": str(_ended_pid()), "pid_start": ""}
+    client().create_registered_model(lock, tags=dead)
+    started = time.monotonic()
+    registry.promote(v2, reviewer="bob", reason="holder died", policy=policy, lock_timeout=5)
+    assert time.monotonic() - started < 5
+    assert registry.find_model(client(), lock) is None
+
+    # A live holder on this host is waited for (and the wait times out here).
+    with subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]) as alive:
+        try:
+            tags = {**promotion_lock.holder_tags("busy:1"), "pid": str(alive.pid)}
+            tags["pid_start"] = promotion_lock.process_start(alive.pid)
+            client().create_registered_model(lock, tags=tags)
+            with pytest.raises(registry.LockError, match="another promotion holds the lock"):
+                registry.promote(v3, reviewer="bob", reason="busy", policy=policy, lock_timeout=1)
+        finally:
+            alive.kill()
+    assert registry.champion_version(policy=policy) == v2
     client().delete_registered_model(lock)
+
+
+def _ended_pid() -> int:
+    """The PID of a process that has ended (and been reaped)."""
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    return int(done.stdout)
 
 
 def test_lock_create_answered_not_found_is_contention_not_failure(
@@ -549,9 +598,9 @@ def test_lock_create_answered_not_found_is_contention_not_failure(
             return real.create_registered_model(name, **kwargs)
 
     with registry.promotion_lock(ReleasedInBetween(), model_name, holder="bob", timeout=5):
-        assert registry._get_model(real, lock) is not None
+        assert registry.find_model(real, lock) is not None
     assert calls == [lock, lock]
-    assert registry._get_model(real, lock) is None
+    assert registry.find_model(real, lock) is None
 
     class Broken(ReleasedInBetween):
         def create_registered_model(self, name, **kwargs):

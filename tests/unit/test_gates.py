@@ -1,7 +1,9 @@
-"""Promotion gates on plain numbers: every rule, its boundary and its failure message."""
+"""Promotion gates on plain numbers: every rule, its boundary and its failure message; the
+production policy (found from the project root, never defaults) re-deciding relaxed gates."""
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -15,6 +17,9 @@ from palsyseg.tracking.gates import (
     evaluate_gates,
     load_policy,
     policy_from_dict,
+    production_policy_path,
+    production_verdicts,
+    relaxations,
 )
 
 POLICY = PromotionPolicy(
@@ -164,6 +169,7 @@ def test_load_policy_reads_the_committed_file() -> None:
     assert policy.registered_model == "palsyseg"
     assert policy.primary_metric == "f1_fpp"
     assert "f1_fpp" in policy.class_metrics
+    assert policy.reviewer_may_override == ["beats_baselines"]
 
 
 def test_policy_refuses_unknown_keys_and_bad_values(tmp_path: Path) -> None:
@@ -179,13 +185,106 @@ def test_policy_refuses_unknown_keys_and_bad_values(tmp_path: Path) -> None:
         load_policy(tmp_path / "missing.yaml")
 
 
-def test_policy_differences_name_each_changed_threshold() -> None:
-    recorded = PromotionPolicy(min_primary=0.0, beat_baselines=False).thresholds()
-    current = PromotionPolicy()
-    assert current.differences(recorded) == [
-        "min_primary 0.0 -> 0.5",
-        "beat_baselines False -> True",
+def test_relaxations_name_each_looser_threshold_and_ignore_stricter_ones() -> None:
+    production = PromotionPolicy()
+    demo = PromotionPolicy(min_primary=0.0, beat_baselines=False).thresholds()
+    found = relaxations(demo, production)
+    assert [(r.gate, r.field) for r in found] == [
+        ("primary_floor", "min_primary"),
+        ("beats_baselines", "beat_baselines"),
     ]
-    assert current.differences(current.thresholds()) == []
-    assert current.differences({}) == []  # nothing recorded: nothing to compare
-    assert "registered_model" not in current.thresholds()
+    assert [str(r) for r in found] == [
+        "min_primary 0.0 (production 0.5)",
+        "beat_baselines false (production true)",
+    ]
+    stricter = PromotionPolicy(
+        min_primary=0.7, champion_tolerance=0.0, max_class_drop=0.01, baseline_margin=0.1,
+        class_metrics=[*production.class_metrics, "f1_extra"],
+    ).thresholds()  # fmt: skip
+    assert relaxations(stricter, production) == []
+    assert relaxations({}, production) == []  # nothing recorded: nothing known to be relaxed
+    other_metric = relaxations({"primary_metric": "miou"}, production)
+    assert [r.gate for r in other_metric] == ["primary_floor", "vs_champion", "beats_baselines"]
+    fewer_classes = relaxations({"class_metrics": ["f1_fpp"]}, production)
+    assert [(r.gate, r.field) for r in fewer_classes] == [("class_drop", "class_metrics")]
+    assert "registered_model" not in production.thresholds()
+
+
+def test_the_production_policy_re_decides_gates_from_the_recorded_measurements() -> None:
+    relaxed = PromotionPolicy(min_primary=0.0, beat_baselines=False)
+    report = evaluate_gates(
+        metrics(0.08), champion=None, baselines={"unet_r18": metrics(0.12)}, policy=relaxed
+    )
+    assert report.passed  # what the demo registers
+    assert report.inputs["candidate"]["f1_fpp"] == 0.08
+    assert report.inputs["baselines"] == {"unet_r18": metrics(0.12)}
+    verdicts = production_verdicts(
+        {r.name: "pass" for r in report.results},
+        details={r.name: r.detail for r in report.results},
+        thresholds=relaxed.thresholds(),
+        inputs=report.inputs,
+        production=POLICY,
+    )
+    failed = {r.name: r.detail for r in verdicts if not r.passed}
+    assert failed == {
+        "primary_floor": "f1_fpp 0.0800 < floor 0.5",
+        "beats_baselines": "f1_fpp 0.0800 does not beat unet_r18 0.1200 + 0.0",
+    }
+
+
+def test_without_measurements_a_relaxed_gate_cannot_pass_the_production_policy() -> None:
+    recorded = dict.fromkeys(GATE_NAMES, "pass")
+    verdicts = production_verdicts(
+        recorded,
+        details={"vs_champion": "no champion yet"},
+        thresholds=PromotionPolicy(min_primary=0.1).thresholds(),
+        inputs=None,
+        production=POLICY,
+    )
+    by_name = {r.name: r for r in verdicts}
+    assert not by_name["primary_floor"].passed
+    assert by_name["primary_floor"].detail == (
+        "gated with min_primary 0.1 (production 0.5); its measurements were not recorded, "
+        "so it cannot be re-checked"
+    )
+    assert by_name["vs_champion"].passed and by_name["vs_champion"].detail == "no champion yet"
+
+
+def test_non_finite_measurements_are_not_kept() -> None:
+    candidate = metrics(0.7)
+    candidate["f1_eye"] = math.nan
+    report = evaluate_gates(candidate, champion=None, baselines={"b": metrics(0.1)}, policy=POLICY)
+    assert "f1_eye" not in report.inputs["candidate"]
+    assert GateReport.from_dict(json.loads(json.dumps(report.to_dict()))) == report
+
+
+def test_the_production_policy_is_found_from_the_project_root(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / ".git").mkdir()
+    (tmp_path / "mlflow").mkdir()
+    (tmp_path / "mlflow" / "promotion.yaml").write_text(
+        "registered_model: from-root\nreviewer_may_override: [beats_baselines]\n"
+    )
+    deep = tmp_path / "src" / "deeper"
+    deep.mkdir(parents=True)
+    monkeypatch.chdir(deep)
+    assert production_policy_path() == tmp_path / "mlflow" / "promotion.yaml"
+    assert load_policy().registered_model == "from-root"
+    assert load_policy(Path("mlflow/promotion.yaml")).reviewer_may_override == ["beats_baselines"]
+
+
+def test_a_missing_production_policy_is_an_error_not_defaults(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / ".git").mkdir()
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match="production promotion policy is missing") as missing:
+        load_policy()
+    assert str(tmp_path / "mlflow" / "promotion.yaml") in str(missing.value)
+    assert "does not fall back" in str(missing.value)
+
+
+def test_only_real_gates_may_be_overridable() -> None:
+    with pytest.raises(ConfigError, match="reviewer_may_override names unknown gate"):
+        policy_from_dict({"reviewer_may_override": ["primary_floor", "vibes"]})

@@ -1,13 +1,25 @@
-"""``palsyseg registry ...``: the reviewer's commands (list, promote, rollback, history)."""
+"""``palsyseg registry ...``: the reviewer's commands.
+
+``list`` and ``history`` show the registry and verify the audit trail on the way (a break is
+printed loudly on stderr); ``verify`` exits non-zero on any break, for CI or cron; ``promote``,
+``rollback``, ``retire`` and ``repair`` change ``champion``, audited.
+
+Every command reads the production policy, ``mlflow/promotion.yaml`` at the project root (the
+root the local store is found from); there is no ``--policy`` or ``--gate`` here, because only
+that policy makes champions. On a tracking server with authentication the reviewer is the
+authenticated user; ``--reviewer`` is then optional and must name the same person.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import json
-from pathlib import Path
+from collections.abc import Iterator
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from palsyseg.cli import app
@@ -20,11 +32,8 @@ app.add_typer(registry_app, name="registry")
 
 stdout = Console()
 if not stdout.is_terminal:  # piped or captured: do not squeeze tables into 80 columns
-    stdout = Console(width=120)
+    stdout = Console(width=160)
 
-PolicyOption = Annotated[
-    Path, typer.Option("--policy", help="Promotion policy (gates, registered model name).")
-]
 TrackingOption = Annotated[
     str | None,
     typer.Option(
@@ -33,26 +42,101 @@ TrackingOption = Annotated[
     ),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
-DEFAULT_POLICY = Path("mlflow/promotion.yaml")
+ReviewerOption = Annotated[
+    str | None,
+    typer.Option(
+        "--reviewer",
+        help="Your name (not the trainer's). On a server with authentication: the "
+        "authenticated user, so it may be left out.",
+    ),
+]
+ReasonOption = Annotated[str, typer.Option("--reason", help="Why, for the audit trail.")]
 
 
-def _policy(path: Path, overrides: list[str] | None = None) -> Any:
-    from palsyseg.tracking.gates import load_policy, policy_from_dict
+@contextlib.contextmanager
+def _server_refusals() -> Iterator[None]:
+    """A tracking server that refuses (401/403) is a one-line error, not a traceback."""
+    from mlflow.exceptions import MlflowException
 
-    policy = load_policy(path)
-    if not overrides:
-        return policy
-    from palsyseg.cli.pipeline import _pairs
+    from palsyseg.tracking.registry import RegistryError
 
-    return policy_from_dict({**policy.to_dict(), **_pairs(overrides, "--gate")})
+    try:
+        yield
+    except MlflowException as exc:
+        if exc.error_code not in ("PERMISSION_DENIED", "UNAUTHENTICATED"):
+            raise
+        raise RegistryError(f"tracking server: {str(exc).splitlines()[0]}") from None
+
+
+def _production() -> Any:
+    from palsyseg.tracking.gates import load_policy
+
+    return load_policy()
 
 
 def _fmt(value: float | None) -> str:
     return "–" if value is None else f"{value:.4f}"
 
 
-def versions_table(versions: list[Any], policy: Any, champion_history: list[Any]) -> Table:
-    """Versions newest first: aliases, trainer, key metrics, gates, data version."""
+def _v(version: str | None) -> str:
+    return f"v{version}" if version else "none"
+
+
+def relaxed_text(version: Any, production: Any) -> str:
+    """``min_primary 0.0 (production 0.5), ...`` for a version gated more loosely, else ``""``."""
+    from palsyseg.tracking.gates import relaxations
+
+    return ", ".join(str(r) for r in relaxations(version.policy, production))
+
+
+def gates_text(version: Any, production: Any) -> str:
+    """``pass``, ``pass (relaxed: ...)``, ``fail name,...`` or ``none`` (plain text)."""
+    if version.gates_passed is None:
+        return "none"
+    if not version.gates_passed:
+        failed = [g for g, verdict in sorted(version.gates.items()) if verdict != "pass"]
+        return "fail " + ",".join(failed)
+    relaxed = relaxed_text(version, production)
+    return f"pass (relaxed: {relaxed})" if relaxed else "pass"
+
+
+def _override_note(entry: Any) -> str:
+    notes = []
+    for o in entry.overrides:
+        used, production = o.get("used", {}), o.get("production", {})
+        changed = [k for k in production if used.get(k) != production[k]] or list(production)
+        thresholds = ", ".join(
+            f"{k} {json.dumps(used.get(k))} vs production {json.dumps(production[k])}"
+            for k in changed
+        )
+        notes.append(f"override {o.get('gate')} ({thresholds}): {o.get('reason')}")
+    return "; ".join(notes)
+
+
+def _overrides_by_version(entries: list[Any]) -> dict[str, Any]:
+    """The latest promotion entry of each version that was promoted over an override."""
+    found: dict[str, Any] = {}
+    for entry in entries:
+        if entry.action == "promote" and entry.to_version:
+            if entry.overrides:
+                found[entry.to_version] = entry
+            else:
+                found.pop(entry.to_version, None)
+    return found
+
+
+def versions_table(
+    versions: list[Any], policy: Any, champion_history: list[Any], production: Any = None
+) -> Table:
+    """Versions newest first: aliases, trainer, key metrics, gates (relaxed or overridden)."""
+    if production is None:  # the pipeline's table: mark relaxation against production
+        from palsyseg.errors import ConfigError
+
+        try:
+            production = _production()
+        except ConfigError:
+            production = policy
+    overridden = _overrides_by_version(champion_history)
     table = Table(title=f"registered model {policy.registered_model}")
     table.add_column("ver", justify="right")
     table.add_column("aliases")
@@ -64,141 +148,281 @@ def versions_table(versions: list[Any], policy: Any, champion_history: list[Any]
     table.add_column("vs", justify="right")
     table.add_column("data")
     for v in versions:
-        if v.gates_passed is None:
-            gates = "none"
-        elif v.gates_passed:
-            gates = "[green]pass[/green]"
-        else:
-            failed = [g for g, verdict in sorted(v.gates.items()) if verdict != "pass"]
-            gates = "[red]fail[/red] " + ",".join(failed)
+        text = gates_text(v, production)
+        color = "green" if text == "pass" else "red" if text.startswith("fail") else "yellow"
+        gates = f"[{color}]{escape(text)}[/{color}]"
+        if v.version in overridden:
+            entry = overridden[v.version]
+            gates += (
+                f"\n[yellow]promoted over {', '.join(entry.overridden_gates)} "
+                f"by {escape(entry.reviewer)} (audit {entry.seq})[/yellow]"
+            )
+        trainer = v.trained_by + (" ✓" if v.identity == "basic-auth" else "")
         data = v.data_version.split(";")[0].removeprefix("sha256:")
         table.add_row(
             v.version,
             ", ".join(v.aliases),
-            v.trained_by,
+            escape(trainer),
             v.created.replace("+00:00", "").replace("T", " ")[:16],
             _fmt(v.metrics.get(policy.primary_metric)),
             _fmt(v.metrics.get("mean_f1")),
             gates,
             v.compared_with or "",
-            data[:10],
+            escape(data[:10]),
         )
-    table.caption = "vs: the champion version the gates compared with"
+    table.caption = "vs: the champion version the gates compared with; ✓ authenticated trainer"
     if champion_history:
         last = champion_history[-1]
         table.caption += (
-            f"; last champion change: {last.action} v{last.from_version or '-'} -> "
-            f"v{last.to_version} by {last.reviewer}"
+            f"; last champion change: {last.action} {_v(last.from_version)} -> "
+            f"{_v(last.to_version)} by {last.reviewer}"
         )
     return table
 
 
 def history_table(entries: list[Any], name: str) -> Table:
     table = Table(title=f"champion history of {name}")
-    for column in ("seq", "at (UTC)", "action", "from", "to", "reviewer", "trained by", "reason"):
+    columns = ("seq", "at (UTC)", "action", "from", "to", "reviewer", "trained by", "reason")
+    for column in (*columns, "overrides / repairs"):
         table.add_column(column, justify="right" if column == "seq" else "left")
     for e in entries:
+        notes = _override_note(e)
+        if e.repaired:
+            notes = "accepted: " + "; ".join(e.repaired)
+        reviewer = e.reviewer + (" ✓" if e.identity == "basic-auth" else "")
         table.add_row(
             str(e.seq),
             e.at.replace("+00:00", ""),
             e.action,
-            f"v{e.from_version}" if e.from_version else "-",
-            f"v{e.to_version}",
-            e.reviewer,
-            e.trained_by,
-            e.reason,
+            _v(e.from_version),
+            _v(e.to_version),
+            escape(reviewer),
+            escape(e.trained_by),
+            escape(e.reason),
+            f"[yellow]{escape(notes)}[/yellow]" if notes else "",
         )
+    table.caption = "✓ the tracking server authenticated the reviewer"
     return table
 
 
+def warn_if_broken(trail: Any, name: str) -> None:
+    """Say loudly (stderr) what broke in the audit trail; nothing when it is intact."""
+    if trail.ok and not trail.pending:
+        return
+    err = typer.echo
+    if trail.pending:
+        last = trail.last
+        err(
+            f"warning: registry {name}: the last change (audit entry {last.seq}, "
+            f"{_v(last.from_version)} -> {_v(last.to_version)}) did not finish; the next "
+            "promote/rollback/retire completes it",
+            err=True,
+        )
+    for problem in trail.problems:
+        err(f"warning: registry {name}: AUDIT TRAIL BROKEN: {problem}", err=True)
+    if trail.problems:
+        err(
+            f"warning: registry {name}: promote/rollback/retire are refused until a reviewer "
+            "records `palsyseg registry repair --reviewer NAME --reason WHY`",
+            err=True,
+        )
+
+
 @registry_app.command("list")
-def list_(
-    policy: PolicyOption = DEFAULT_POLICY,
-    tracking_uri: TrackingOption = None,
-    as_json: JsonOption = False,
-) -> None:
+def list_(tracking_uri: TrackingOption = None, as_json: JsonOption = False) -> None:
     """Versions with their aliases, key metrics and gate results; newest first."""
     from dataclasses import asdict
 
     from palsyseg.tracking import registry
 
-    rules = _policy(policy)
-    versions = registry.list_versions(policy=rules, tracking_uri=tracking_uri)
-    entries = registry.history(policy=rules, tracking_uri=tracking_uri)
+    rules = _production()
+    with _server_refusals():
+        versions = registry.list_versions(policy=rules, tracking_uri=tracking_uri)
+        trail = registry.check_trail(policy=rules, tracking_uri=tracking_uri)
+    warn_if_broken(trail, rules.registered_model)
     if as_json:
-        typer.echo(json.dumps([asdict(v) for v in versions], indent=2))
+        rows = [
+            {**asdict(v), "gates_text": gates_text(v, rules), "relaxed": relaxed_text(v, rules)}
+            for v in versions
+        ]
+        typer.echo(json.dumps(rows, indent=2))
         return
     if not versions:
         stdout.print(f"registered model {rules.registered_model}: no versions yet")
         return
-    stdout.print(versions_table(versions, rules, entries))
+    stdout.print(versions_table(versions, rules, trail.entries, rules))
+
+
+def _overrides(values: list[str] | None) -> dict[str, str]:
+    from palsyseg.errors import ConfigError
+
+    found: dict[str, str] = {}
+    for item in values or []:
+        gate, sep, reason = item.partition("=")
+        if not sep or not gate.strip():
+            raise ConfigError(f"--override {item}: expected GATE=REASON")
+        found[gate.strip()] = reason
+    return found
 
 
 @registry_app.command("promote")
 def promote(
     version: Annotated[str, typer.Argument(help="Version number to make champion.")],
-    reviewer: Annotated[str, typer.Option("--reviewer", help="Your name (not the trainer's).")],
-    reason: Annotated[str, typer.Option("--reason", help="Why, for the audit trail.")],
-    policy: PolicyOption = DEFAULT_POLICY,
-    gate: Annotated[
+    reason: ReasonOption,
+    reviewer: ReviewerOption = None,
+    override: Annotated[
         list[str] | None,
         typer.Option(
-            "--gate", help="Policy field KEY=VALUE the version was gated with; repeatable."
+            "--override",
+            help="GATE=REASON: accept a gate the production policy fails, if "
+            "mlflow/promotion.yaml lets a reviewer override it; repeatable, audited.",
         ),
     ] = None,
     tracking_uri: TrackingOption = None,
 ) -> None:
-    """Move alias champion to VERSION; refused if a gate failed or you trained it."""
+    """Move alias champion to VERSION; refused (every reason at once) unless it passes the
+    production policy, or you override what the policy lets you, and you did not train it."""
     from palsyseg.tracking import registry
 
-    rules = _policy(policy, gate)
-    entry = registry.promote(
-        version, reviewer=reviewer, reason=reason, policy=rules, tracking_uri=tracking_uri
-    )
+    rules = _production()
+    with _server_refusals():
+        entry = registry.promote(
+            version,
+            reviewer=reviewer,
+            reason=reason,
+            policy=rules,
+            tracking_uri=tracking_uri,
+            overrides=_overrides(override),
+        )
     stdout.print(
-        f"{rules.registered_model} v{entry.to_version} is champion "
-        f"(was {('v' + entry.from_version) if entry.from_version else 'none'}); "
-        f"audit entry {entry.seq} by {entry.reviewer}"
+        f"{rules.registered_model} v{entry.to_version} is champion (was "
+        f"{_v(entry.from_version)}); audit entry {entry.seq} by {entry.reviewer} "
+        f"({entry.identity})"
     )
+    if entry.overrides:
+        stdout.print(escape(_override_note(entry)))
 
 
 @registry_app.command("rollback")
 def rollback(
-    reviewer: Annotated[str, typer.Option("--reviewer", help="Your name.")],
-    reason: Annotated[str, typer.Option("--reason", help="Why, for the audit trail.")],
-    policy: PolicyOption = DEFAULT_POLICY,
-    tracking_uri: TrackingOption = None,
+    reason: ReasonOption, reviewer: ReviewerOption = None, tracking_uri: TrackingOption = None
 ) -> None:
     """Return champion to the previous champion (audited)."""
     from palsyseg.tracking import registry
 
-    rules = _policy(policy)
-    entry = registry.rollback(
-        reviewer=reviewer, reason=reason, policy=rules, tracking_uri=tracking_uri
-    )
+    rules = _production()
+    with _server_refusals():
+        entry = registry.rollback(
+            reviewer=reviewer, reason=reason, policy=rules, tracking_uri=tracking_uri
+        )
     stdout.print(
-        f"{rules.registered_model} rolled back: champion v{entry.from_version} -> "
-        f"v{entry.to_version}; audit entry {entry.seq} by {entry.reviewer}"
+        f"{rules.registered_model} rolled back: champion {_v(entry.from_version)} -> "
+        f"{_v(entry.to_version)}; audit entry {entry.seq} by {entry.reviewer}"
     )
+
+
+@registry_app.command("retire")
+def retire(
+    reason: ReasonOption, reviewer: ReviewerOption = None, tracking_uri: TrackingOption = None
+) -> None:
+    """Leave no champion (audited: champion -> none); `rollback` restores it."""
+    from palsyseg.tracking import registry
+
+    rules = _production()
+    with _server_refusals():
+        entry = registry.retire(
+            reviewer=reviewer, reason=reason, policy=rules, tracking_uri=tracking_uri
+        )
+    stdout.print(
+        f"{rules.registered_model}: champion {_v(entry.from_version)} retired, no champion now; "
+        f"audit entry {entry.seq} by {entry.reviewer}"
+    )
+
+
+@registry_app.command("repair")
+def repair(
+    reason: ReasonOption, reviewer: ReviewerOption = None, tracking_uri: TrackingOption = None
+) -> None:
+    """Record that you accept a broken audit trail as it is (champion stays where the alias
+    is); the entry lists what was broken and seals everything before it."""
+    from palsyseg.tracking import registry
+
+    rules = _production()
+    with _server_refusals():
+        entry = registry.repair(
+            reviewer=reviewer, reason=reason, policy=rules, tracking_uri=tracking_uri
+        )
+    if entry is None:
+        stdout.print(f"{rules.registered_model}: finished an interrupted change; nothing broken")
+        return
+    stdout.print(
+        f"{rules.registered_model}: audit trail repaired by {entry.reviewer} (audit entry "
+        f"{entry.seq}); champion {_v(entry.to_version)}; accepted {len(entry.repaired)} break(s)"
+    )
+
+
+@registry_app.command("verify")
+def verify(tracking_uri: TrackingOption = None, as_json: JsonOption = False) -> None:
+    """Check the audit trail (hash chain, head, where champion sits); exit 1 on any break.
+
+    For CI or cron: silence on stdout is not success, the exit code is.
+    """
+    from palsyseg.tracking import registry
+
+    rules = _production()
+    name = rules.registered_model
+    with _server_refusals():
+        trail = registry.check_trail(policy=rules, tracking_uri=tracking_uri)
+    broken = list(trail.problems)
+    if trail.pending:
+        last = trail.last
+        broken.append(
+            f"the last change (audit entry {last.seq}, {_v(last.from_version)} -> "
+            f"{_v(last.to_version)}) did not finish (the next change, or `registry repair`, "
+            "completes it)"
+        )
+    if as_json:
+        typer.echo(
+            json.dumps(
+                {
+                    "registered_model": name,
+                    "ok": not broken,
+                    "entries": len(trail.raw),
+                    "champion": trail.alias,
+                    "expected_champion": trail.expected,
+                    "problems": broken,
+                },
+                indent=2,
+            )
+        )
+    elif not broken:
+        last = f" (audit entry {trail.last.seq})" if trail.last else ""
+        stdout.print(
+            f"{name}: audit trail intact, {len(trail.raw)} entries; champion "
+            f"{_v(trail.alias)} where the trail put it{last}"
+        )
+    if broken:
+        from palsyseg.errors import Problem
+        from palsyseg.tracking.registry import RegistryError
+
+        raise RegistryError([Problem(f"registry {name}", f"audit trail: {p}") for p in broken])
 
 
 @registry_app.command("history")
-def history(
-    policy: PolicyOption = DEFAULT_POLICY,
-    tracking_uri: TrackingOption = None,
-    as_json: JsonOption = False,
-) -> None:
-    """Every change of champion: who, when, from which version to which, why."""
+def history(tracking_uri: TrackingOption = None, as_json: JsonOption = False) -> None:
+    """Every change of champion: who, when, from which version to which, why, overrides."""
     from dataclasses import asdict
 
     from palsyseg.tracking import registry
 
-    rules = _policy(policy)
-    entries = registry.history(policy=rules, tracking_uri=tracking_uri)
+    rules = _production()
+    with _server_refusals():
+        trail = registry.check_trail(policy=rules, tracking_uri=tracking_uri)
+    warn_if_broken(trail, rules.registered_model)
     if as_json:
-        typer.echo(json.dumps([asdict(e) for e in entries], indent=2))
+        typer.echo(json.dumps([asdict(e) for e in trail.entries], indent=2))
         return
-    if not entries:
+    if not trail.entries:
         stdout.print(f"registered model {rules.registered_model}: no champion yet")
         return
-    stdout.print(history_table(entries, rules.registered_model))
+    stdout.print(history_table(trail.entries, rules.registered_model))

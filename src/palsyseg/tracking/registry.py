@@ -1,56 +1,56 @@
-"""The model registry, reviewer side: register a challenger, promote, roll back, audit.
+"""The model registry, reading side: versions, the champion, the audit trail; registering.
 
 Registered model ``palsyseg`` (the policy's ``registered_model``). A pipeline run whose gates
-pass registers its candidate as a new version with alias ``challenger`` and tags for the data
-version, code version, key metrics, gate results and ``trained_by``; it never touches
-``champion``. Only a reviewer moves ``champion``:
+pass registers its candidate as a new version with alias ``challenger`` (:func:`register_challenger`)
+and tags for the data version, code version, key metrics, the gate results with the thresholds
+and measurements they were decided on, and ``trained_by``; it never touches ``champion``.
 
-- :func:`promote` refuses when a recorded gate failed, when the reviewer trained the model,
-  and (policy ``require_current_champion``) when the version was compared with a champion
-  that is no longer current;
-- :func:`rollback` returns ``champion`` to the one before it.
+Who trained it: on an MLflow server with authentication (``--app-name basic-auth``) the user
+the server authenticated for the registering client; elsewhere the declared name, normalised
+(:mod:`palsyseg.tracking.identity`).
 
-The audit trail. Every champion change is an entry ``{seq, action, from, to, reviewer, reason,
-at, trained_by}`` stored as a tag ``audit.<seq>`` (zero-padded, JSON) on the registered model
-itself, so the history of champions lives in the registry and is listed by :func:`history`.
-The entry is the truth and the alias follows it: a promotion writes entry ``n+1`` and then
-moves the alias; if a crash falls between the two, the next promotion finds the alias one
-step behind the trail and completes the move first.
+Only a reviewer moves ``champion``, through :mod:`palsyseg.tracking.champion` (promote,
+rollback, retire, repair); every move is an entry of the hash-chained audit trail kept in the
+registered model's tags (:mod:`palsyseg.tracking.audit`), which :func:`check_trail` verifies
+together with the alias. Those functions are also reachable here (``registry.promote``), the
+registry's one public face.
 
-Concurrency. MLflow has no transactions or conditional writes, but creating a registered
-model is atomic (its name is the table's primary key; a second create fails with
-``RESOURCE_ALREADY_EXISTS``). Every change of ``champion`` runs while holding a lock that is a
-registered model named ``<model>.promotion-lock``, created to acquire and deleted to release,
-tagged with its holder and time; a lock older than ``stale_after`` seconds (a holder that
-died) is broken. Inside the lock the state is read, checked, written and read back, so two
-promotions racing leave one champion and an audit trail with consecutive sequence numbers,
-one entry per successful call.
+Functions take ``policy=None`` to mean the production policy, ``mlflow/promotion.yaml`` at the
+project root (:func:`palsyseg.tracking.gates.load_policy`): never built-in defaults.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-import random
-import time
-import uuid
-from collections.abc import Iterator, Mapping
-from dataclasses import asdict, dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from palsyseg.errors import GateError, PalsysegError
-from palsyseg.tracking.gates import GATE_NAMES, GateReport, PromotionPolicy
-from palsyseg.tracking.runs import MODEL_ARTIFACT, RunContext, client, download_checkpoint
+from palsyseg.tracking import audit
+from palsyseg.tracking.audit import AuditEntry as AuditEntry
+from palsyseg.tracking.audit import TrailCheck
+from palsyseg.tracking.audit import champion_stack as champion_stack
+from palsyseg.tracking.gates import GateReport, PromotionPolicy, load_policy
+from palsyseg.tracking.identity import authenticated_user, normalise_name
+from palsyseg.tracking.lock import LOCK_SUFFIX as LOCK_SUFFIX
+from palsyseg.tracking.lock import LockError as LockError
+from palsyseg.tracking.lock import find_model
+from palsyseg.tracking.lock import promotion_lock as promotion_lock
+from palsyseg.tracking.runs import (
+    MODEL_ARTIFACT,
+    RunContext,
+    client,
+    download_checkpoint,
+    resolve_tracking_uri,
+)
 
 log = logging.getLogger(__name__)
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
-AUDIT_PREFIX = "audit."
-LOCK_SUFFIX = ".promotion-lock"
-MAX_REASON = 1000
 # Metrics copied onto a version as tags, so `registry list` needs no run lookups.
 KEY_METRICS = (
     "f1_fpp",
@@ -63,32 +63,7 @@ KEY_METRICS = (
 
 
 class RegistryError(PalsysegError):
-    """The registry is not in the state an operation needs (missing version, busy lock, ...)."""
-
-
-@dataclass(frozen=True)
-class AuditEntry:
-    """One change of ``champion``."""
-
-    seq: int
-    action: str  # "promote" | "rollback"
-    from_version: str | None
-    to_version: str
-    reviewer: str
-    reason: str
-    at: str  # ISO 8601, UTC
-    trained_by: str = ""
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
-
-    @classmethod
-    def from_json(cls, text: str, *, key: str = "") -> AuditEntry:
-        try:
-            data = json.loads(text)
-            return cls(**data)
-        except (ValueError, TypeError) as exc:
-            raise RegistryError(f"audit tag {key}: malformed entry ({exc})") from None
+    """The registry is not in the state an operation needs (missing version, broken trail)."""
 
 
 @dataclass(frozen=True)
@@ -107,65 +82,17 @@ class VersionInfo:
     gates: dict[str, str] = field(default_factory=dict)
     compared_with: str = ""
     policy: dict[str, Any] = field(default_factory=dict)  # thresholds it was gated with
-
-
-def _audit_key(seq: int) -> str:
-    return f"{AUDIT_PREFIX}{seq:06d}"
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds")
-
-
-def _same_person(a: str, b: str) -> bool:
-    return a.strip().casefold() == b.strip().casefold()
+    gate_details: dict[str, str] = field(default_factory=dict)
+    inputs: dict[str, Any] = field(default_factory=dict)  # measurements it was gated on
+    identity: str = "declared"  # how trained_by is known: basic-auth or declared
+    trained_by_declared: str = ""  # the declared trainer, when it differs from trained_by
 
 
 # --------------------------------------------------------------------------- reading
 
 
-def _get_model(mlflow_client: Any, name: str) -> Any | None:
-    from mlflow.exceptions import MlflowException
-
-    try:
-        return mlflow_client.get_registered_model(name)
-    except MlflowException as exc:
-        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
-            return None
-        raise
-
-
-def _audit_from_tags(tags: Mapping[str, str]) -> list[AuditEntry]:
-    entries = [
-        AuditEntry.from_json(value, key=key)
-        for key, value in tags.items()
-        if key.startswith(AUDIT_PREFIX)
-    ]
-    entries.sort(key=lambda e: e.seq)
-    return entries
-
-
-def history(
-    *, policy: PromotionPolicy | None = None, tracking_uri: str | None = None
-) -> list[AuditEntry]:
-    """Every champion change, oldest first."""
-    policy = policy or PromotionPolicy()
-    model = _get_model(client(tracking_uri), policy.registered_model)
-    return [] if model is None else _audit_from_tags(model.tags)
-
-
-def champion_stack(entries: list[AuditEntry]) -> list[str]:
-    """The champions in force, oldest first: a promotion pushes, a rollback pops."""
-    stack: list[str] = []
-    for entry in entries:
-        if entry.action == "promote":
-            stack.append(entry.to_version)
-        elif entry.action == "rollback" and stack:
-            stack.pop()
-    return stack
-
-
-def _alias_version(mlflow_client: Any, name: str, alias: str) -> str | None:
+def alias_version(mlflow_client: Any, name: str, alias: str) -> str | None:
+    """The version ``alias`` points at, or ``None``."""
     from mlflow.exceptions import MlflowException
 
     try:
@@ -176,15 +103,47 @@ def _alias_version(mlflow_client: Any, name: str, alias: str) -> str | None:
         raise
 
 
+def read_trail(mlflow_client: Any, name: str) -> TrailCheck:
+    """The audit trail of model ``name`` verified against its ``champion`` alias.
+
+    Tags and alias are two reads; a change landing between them would look like a break, so
+    the tags are read again after the alias and the pair retried until both reads agree.
+    """
+    for _ in range(5):
+        model = find_model(mlflow_client, name)
+        if model is None:
+            return TrailCheck([], {}, None)
+        alias = alias_version(mlflow_client, name, CHAMPION)
+        again = find_model(mlflow_client, name)
+        if again is not None and dict(again.tags or {}) == dict(model.tags or {}):
+            break
+    return audit.verify(dict(model.tags or {}), alias)
+
+
+def check_trail(
+    *, policy: PromotionPolicy | None = None, tracking_uri: str | None = None
+) -> TrailCheck:
+    """Verify the champion audit trail: the chain, its head, and where ``champion`` sits."""
+    policy = policy or load_policy()
+    return read_trail(client(tracking_uri), policy.registered_model)
+
+
+def history(
+    *, policy: PromotionPolicy | None = None, tracking_uri: str | None = None
+) -> list[AuditEntry]:
+    """Every champion change that parses, oldest first (see :func:`check_trail` for breaks)."""
+    return check_trail(policy=policy, tracking_uri=tracking_uri).entries
+
+
 def champion_version(
     *, policy: PromotionPolicy | None = None, tracking_uri: str | None = None
 ) -> str | None:
     """The version that holds ``champion``, or ``None``."""
-    policy = policy or PromotionPolicy()
+    policy = policy or load_policy()
     mlflow_client = client(tracking_uri)
-    if _get_model(mlflow_client, policy.registered_model) is None:
+    if find_model(mlflow_client, policy.registered_model) is None:
         return None
-    return _alias_version(mlflow_client, policy.registered_model, CHAMPION)
+    return alias_version(mlflow_client, policy.registered_model, CHAMPION)
 
 
 def _version_info(mv: Any) -> VersionInfo:
@@ -217,6 +176,14 @@ def _version_info(mv: Any) -> VersionInfo:
         },
         compared_with=tags.get("gates.champion", ""),
         policy=_json_tag(tags.get("gates.policy")),
+        gate_details={
+            k[len("gate.") : -len(".detail")]: v
+            for k, v in tags.items()
+            if k.startswith("gate.") and k.endswith(".detail")
+        },
+        inputs=_json_tag(tags.get("gates.inputs")),
+        identity=tags.get("trained_by.identity", "declared"),
+        trained_by_declared=tags.get("trained_by.declared", ""),
     )
 
 
@@ -234,7 +201,7 @@ def get_version(
     """One version; :class:`RegistryError` when it does not exist."""
     from mlflow.exceptions import MlflowException
 
-    policy = policy or PromotionPolicy()
+    policy = policy or load_policy()
     try:
         mv = client(tracking_uri).get_model_version(policy.registered_model, str(version))
     except MlflowException as exc:
@@ -250,9 +217,9 @@ def list_versions(
     *, policy: PromotionPolicy | None = None, tracking_uri: str | None = None
 ) -> list[VersionInfo]:
     """Every version of the registered model, newest first (empty when it does not exist)."""
-    policy = policy or PromotionPolicy()
+    policy = policy or load_policy()
     mlflow_client = client(tracking_uri)
-    if _get_model(mlflow_client, policy.registered_model) is None:
+    if find_model(mlflow_client, policy.registered_model) is None:
         return []
     found = mlflow_client.search_model_versions(f"name = '{policy.registered_model}'")
     # search_model_versions does not fill aliases on every store; ask per version.
@@ -294,6 +261,21 @@ def download_champion_checkpoint(
 # --------------------------------------------------------------------------- registering
 
 
+def _trainer_tags(context: RunContext, tracking_uri: str) -> dict[str, str]:
+    """``trained_by`` and how it is known: the authenticated registrant on a server with
+    authentication (the declared name kept beside it when it differs), else the declared
+    name, normalised."""
+    declared = normalise_name(context.trained_by or "")
+    found = authenticated_user(tracking_uri)
+    if found is None:
+        return {"trained_by": declared or "unknown", "trained_by.identity": "declared"}
+    user = normalise_name(found[0])
+    tags = {"trained_by": user, "trained_by.identity": "basic-auth"}
+    if declared and declared != user:
+        tags["trained_by.declared"] = declared
+    return tags
+
+
 def register_challenger(
     run_id: str,
     *,
@@ -305,19 +287,22 @@ def register_challenger(
 ) -> str:
     """Register run ``run_id``'s model as a new version with alias ``challenger``; return it.
 
-    Refuses (:class:`GateError`) when the gates did not pass. Idempotent per run: a run
-    already registered keeps its version, whose tags and alias are refreshed. Never touches
-    ``champion``.
+    ``policy`` is the one the run was gated with (it may be relaxed: the version records its
+    thresholds and the gates' measurements, so a reviewer sees it and the production policy
+    can re-decide). Refuses (:class:`GateError`) when the gates did not pass. Idempotent per
+    run: a run already registered keeps its version, whose tags and alias are refreshed.
+    Never touches ``champion``.
     """
     from mlflow.exceptions import MlflowException
 
-    policy = policy or PromotionPolicy()
+    policy = policy or load_policy()
     if not gate_report.passed:
         failed = "; ".join(f"{r.name} ({r.detail})" for r in gate_report.failed)
         raise GateError(f"run {run_id}: not registered, gates failed: {failed}")
     name = policy.registered_model
-    mlflow_client = client(tracking_uri)
-    if _get_model(mlflow_client, name) is None:
+    uri = resolve_tracking_uri(tracking_uri)
+    mlflow_client = client(uri)
+    if find_model(mlflow_client, name) is None:
         try:
             mlflow_client.create_registered_model(
                 name, description="palsyseg face parsing and facial-paralysis segmentation"
@@ -327,13 +312,15 @@ def register_challenger(
                 raise
     tags = {
         **{k: v for k, v in context.tags().items() if v},
-        "trained_by": context.trained_by or "unknown",
+        **_trainer_tags(context, uri),
         "run_id": run_id,
         "gates.passed": str(gate_report.passed).lower(),
         "gates.champion": gate_report.champion or "none",
         "gates.summary": gate_report.summary(),
         "gates.policy": json.dumps(policy.thresholds(), sort_keys=True),
     }
+    if gate_report.inputs is not None:
+        tags["gates.inputs"] = json.dumps(gate_report.inputs, sort_keys=True)
     for result in gate_report.results:
         tags[f"gate.{result.name}"] = "pass" if result.passed else "fail"
         tags[f"gate.{result.name}.detail"] = result.detail[:4000]
@@ -361,237 +348,14 @@ def register_challenger(
     return version
 
 
-# --------------------------------------------------------------------------- the lock
+# The reviewer's changes of champion live in palsyseg.tracking.champion, which reads versions
+# through this module; they are reachable here too (registry.promote) without an import cycle.
+_CHAMPION_CHANGES = frozenset({"promote", "rollback", "retire", "repair"})
 
 
-def _lock_contended(exc: Exception) -> bool:
-    """Whether a failed lock create means "someone else holds or just released it".
+def __getattr__(name: str) -> Any:
+    if name in _CHAMPION_CHANGES:
+        from palsyseg.tracking import champion
 
-    Besides ``RESOURCE_ALREADY_EXISTS`` (and sqlite's "database is locked"), MLflow's SQL
-    store answers a duplicate create by reading the existing model back; when its holder
-    deletes it between the failed insert and that read, the create fails with
-    ``RESOURCE_DOES_NOT_EXIST`` naming the lock. All three mean: try again.
-    """
-    code = getattr(exc, "error_code", None)
-    return code in {"RESOURCE_ALREADY_EXISTS", "RESOURCE_DOES_NOT_EXIST"} or "locked" in str(exc)
-
-
-@contextlib.contextmanager
-def promotion_lock(
-    mlflow_client: Any,
-    name: str,
-    *,
-    holder: str,
-    timeout: float = 60.0,
-    stale_after: float = 120.0,
-) -> Iterator[str]:
-    """Hold the registry-wide lock of model ``name`` (see the module docstring)."""
-    from mlflow.exceptions import MlflowException
-
-    lock = f"{name}{LOCK_SUFFIX}"
-    token = f"{holder}:{uuid.uuid4().hex}"
-    deadline = time.monotonic() + timeout
-    rng = random.Random()
-    while True:
-        try:
-            mlflow_client.create_registered_model(
-                lock,
-                tags={"holder": token, "acquired_at": f"{time.time():.3f}"},
-                description=f"palsyseg promotion lock for {name}; held by {holder}",
-            )
-            break
-        except MlflowException as exc:
-            if not _lock_contended(exc):
-                raise
-        current = _get_model(mlflow_client, lock)
-        if current is not None:
-            tags = current.tags or {}
-            if tags.get("holder") == token:  # our create succeeded, its reply was lost
-                break
-            age = time.time() - float(tags.get("acquired_at", time.time()))
-            if age > stale_after:
-                log.warning(
-                    "breaking stale promotion lock of %s held by %s", name, tags.get("holder")
-                )
-                with contextlib.suppress(MlflowException):
-                    mlflow_client.delete_registered_model(lock)
-                continue
-        if time.monotonic() > deadline:
-            raise RegistryError(
-                f"registry {name}: another promotion holds the lock ({lock}); try again"
-            )
-        time.sleep(rng.uniform(0.02, 0.15))
-    try:
-        yield token
-    finally:
-        current = _get_model(mlflow_client, lock)
-        if current is not None and (current.tags or {}).get("holder") == token:
-            mlflow_client.delete_registered_model(lock)
-
-
-# --------------------------------------------------------------------------- champion changes
-
-
-def _settle_champion(mlflow_client: Any, name: str, entries: list[AuditEntry]) -> str | None:
-    """The champion per the audit trail, after completing a move a crash left half-done.
-
-    Raises :class:`RegistryError` when the alias was moved outside palsyseg.
-    """
-    alias = _alias_version(mlflow_client, name, CHAMPION)
-    stack = champion_stack(entries)
-    expected = stack[-1] if stack else None
-    if alias == expected:
-        return expected
-    last = entries[-1] if entries else None
-    if last is not None and alias == last.from_version:
-        log.warning("completing champion move of audit entry %d (v%s)", last.seq, last.to_version)
-        _point_champion(mlflow_client, name, expected)
-        return expected
-    raise RegistryError(
-        f"registry {name}: alias {CHAMPION} is on version {alias or 'none'} but the audit trail "
-        f"says {expected or 'none'}; it was moved outside palsyseg (put it back with MLflow)"
-    )
-
-
-def _point_champion(mlflow_client: Any, name: str, version: str | None) -> None:
-    if version is None:
-        mlflow_client.delete_registered_model_alias(name, CHAMPION)
-    else:
-        mlflow_client.set_registered_model_alias(name, CHAMPION, version)
-
-
-def _record_change(
-    mlflow_client: Any, name: str, entry: AuditEntry, *, previous: list[AuditEntry]
-) -> AuditEntry:
-    """Write the entry, move the alias, read both back (inside the lock)."""
-    key = _audit_key(entry.seq)
-    model = _get_model(mlflow_client, name)
-    if model is not None and key in (model.tags or {}):
-        raise RegistryError(f"registry {name}: audit entry {key} already exists")
-    mlflow_client.set_registered_model_tag(name, key, entry.to_json())
-    _point_champion(mlflow_client, name, entry.to_version)
-    model = _get_model(mlflow_client, name)
-    written = _audit_from_tags(model.tags)
-    if written[-1] != entry or written[:-1] != previous:
-        raise RegistryError(f"registry {name}: audit trail changed during the promotion")
-    if _alias_version(mlflow_client, name, CHAMPION) != entry.to_version:
-        raise RegistryError(f"registry {name}: {CHAMPION} did not move to v{entry.to_version}")
-    return entry
-
-
-def _check_text(reviewer: str, reason: str) -> tuple[str, str]:
-    reviewer, reason = reviewer.strip(), reason.strip()
-    if not reviewer:
-        raise GateError("--reviewer: a reviewer name is required")
-    if not reason:
-        raise GateError("--reason: a reason is required for the audit trail")
-    return reviewer, reason[:MAX_REASON]
-
-
-def promote(
-    version: str,
-    *,
-    reviewer: str,
-    reason: str,
-    policy: PromotionPolicy | None = None,
-    tracking_uri: str | None = None,
-    lock_timeout: float = 60.0,
-) -> AuditEntry:
-    """Move ``champion`` to ``version`` for ``reviewer``; return the audit entry written.
-
-    Refuses with :class:`GateError` when: a recorded gate failed (or none were recorded), the
-    version was gated with other thresholds than ``policy``'s, the reviewer is the version's
-    ``trained_by``, the version already is champion, or (policy ``require_current_champion``)
-    the version's gates compared it with another champion than the current one.
-    """
-    policy = policy or PromotionPolicy()
-    reviewer, reason = _check_text(reviewer, reason)
-    name = policy.registered_model
-    version = str(version).lstrip("v")
-    info = get_version(version, policy=policy, tracking_uri=tracking_uri)
-    if info.gates_passed is not True:
-        failed = [g for g, verdict in sorted(info.gates.items()) if verdict != "pass"]
-        what = ", ".join(failed) if failed else "no gate results recorded"
-        raise GateError(f"{name} v{version}: promotion refused, gates failed: {what}")
-    missing = [g for g in GATE_NAMES if info.gates.get(g) != "pass"]
-    if missing:
-        raise GateError(
-            f"{name} v{version}: promotion refused, gates not passed: {', '.join(missing)}"
-        )
-    changed = policy.differences(info.policy)
-    if changed:
-        raise GateError(
-            f"{name} v{version}: promotion refused, it was gated under another policy "
-            f"({'; '.join(changed)}); re-run the pipeline, or promote under the policy it "
-            "was gated with if you accept it (--gate KEY=VALUE)"
-        )
-    if not info.trained_by or info.trained_by == "unknown":
-        raise GateError(f"{name} v{version}: promotion refused, the trainer is not recorded")
-    if _same_person(reviewer, info.trained_by):
-        raise GateError(
-            f"{name} v{version}: promotion refused, reviewer {reviewer} trained this model "
-            "(a different person must review it)"
-        )
-    mlflow_client = client(tracking_uri)
-    with promotion_lock(mlflow_client, name, holder=reviewer, timeout=lock_timeout):
-        entries = _audit_from_tags(_get_model(mlflow_client, name).tags)
-        current = _settle_champion(mlflow_client, name, entries)
-        if current == version:
-            raise GateError(f"{name} v{version}: already {CHAMPION}")
-        compared = info.compared_with or "none"
-        if policy.require_current_champion and compared != (current or "none"):
-            raise GateError(
-                f"{name} v{version}: promotion refused, its gates compared it with champion "
-                f"{compared} but the champion now is {current or 'none'} (re-run the pipeline)"
-            )
-        entry = AuditEntry(
-            seq=(entries[-1].seq + 1) if entries else 1,
-            action="promote",
-            from_version=current,
-            to_version=version,
-            reviewer=reviewer,
-            reason=reason,
-            at=_now(),
-            trained_by=info.trained_by,
-        )
-        _record_change(mlflow_client, name, entry, previous=entries)
-    log.info("%s v%s is %s (from %s), by %s", name, version, CHAMPION, current, reviewer)
-    return entry
-
-
-def rollback(
-    *,
-    reviewer: str,
-    reason: str,
-    policy: PromotionPolicy | None = None,
-    tracking_uri: str | None = None,
-    lock_timeout: float = 60.0,
-) -> AuditEntry:
-    """Return ``champion`` to the previous champion (audited); refuse when there is none."""
-    policy = policy or PromotionPolicy()
-    reviewer, reason = _check_text(reviewer, reason)
-    name = policy.registered_model
-    mlflow_client = client(tracking_uri)
-    if _get_model(mlflow_client, name) is None:
-        raise RegistryError(f"registry {name}: does not exist")
-    with promotion_lock(mlflow_client, name, holder=reviewer, timeout=lock_timeout):
-        entries = _audit_from_tags(_get_model(mlflow_client, name).tags)
-        current = _settle_champion(mlflow_client, name, entries)
-        stack = champion_stack(entries)
-        if len(stack) < 2:
-            raise GateError(f"registry {name}: no earlier champion to roll back to")
-        target = stack[-2]
-        info = get_version(target, policy=policy, tracking_uri=tracking_uri)
-        entry = AuditEntry(
-            seq=entries[-1].seq + 1,
-            action="rollback",
-            from_version=current,
-            to_version=target,
-            reviewer=reviewer,
-            reason=reason,
-            at=_now(),
-            trained_by=info.trained_by,
-        )
-        _record_change(mlflow_client, name, entry, previous=entries)
-    log.info("%s rolled back to v%s (from v%s), by %s", name, target, current, reviewer)
-    return entry
+        return getattr(champion, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
