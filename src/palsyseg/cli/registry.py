@@ -54,18 +54,27 @@ ReasonOption = Annotated[str, typer.Option("--reason", help="Why, for the audit 
 
 
 @contextlib.contextmanager
-def _server_refusals() -> Iterator[None]:
+def _server_refusals(tracking_uri: str | None) -> Iterator[None]:
     """A tracking server that refuses (401/403) is a one-line error, not a traceback."""
     from mlflow.exceptions import MlflowException
 
-    from palsyseg.tracking.registry import RegistryError
+    from palsyseg.tracking.identity import IdentityError
+    from palsyseg.tracking.runs import resolve_tracking_uri
 
     try:
         yield
     except MlflowException as exc:
-        if exc.error_code not in ("PERMISSION_DENIED", "UNAUTHENTICATED"):
-            raise
-        raise RegistryError(f"tracking server: {str(exc).splitlines()[0]}") from None
+        uri = resolve_tracking_uri(tracking_uri)
+        if exc.error_code == "UNAUTHENTICATED":
+            raise IdentityError(
+                f"{uri}: the tracking server requires authentication; set "
+                "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD"
+            ) from None
+        if exc.error_code == "PERMISSION_DENIED":
+            raise IdentityError(
+                f"{uri}: the tracking server refused ({str(exc).splitlines()[0]})"
+            ) from None
+        raise
 
 
 def _production() -> Any:
@@ -236,7 +245,7 @@ def list_(tracking_uri: TrackingOption = None, as_json: JsonOption = False) -> N
     from palsyseg.tracking import registry
 
     rules = _production()
-    with _server_refusals():
+    with _server_refusals(tracking_uri):
         versions = registry.list_versions(policy=rules, tracking_uri=tracking_uri)
         trail = registry.check_trail(policy=rules, tracking_uri=tracking_uri)
     warn_if_broken(trail, rules.registered_model)
@@ -285,7 +294,7 @@ def promote(
     from palsyseg.tracking import registry
 
     rules = _production()
-    with _server_refusals():
+    with _server_refusals(tracking_uri):
         entry = registry.promote(
             version,
             reviewer=reviewer,
@@ -311,7 +320,7 @@ def rollback(
     from palsyseg.tracking import registry
 
     rules = _production()
-    with _server_refusals():
+    with _server_refusals(tracking_uri):
         entry = registry.rollback(
             reviewer=reviewer, reason=reason, policy=rules, tracking_uri=tracking_uri
         )
@@ -329,7 +338,7 @@ def retire(
     from palsyseg.tracking import registry
 
     rules = _production()
-    with _server_refusals():
+    with _server_refusals(tracking_uri):
         entry = registry.retire(
             reviewer=reviewer, reason=reason, policy=rules, tracking_uri=tracking_uri
         )
@@ -348,7 +357,7 @@ def repair(
     from palsyseg.tracking import registry
 
     rules = _production()
-    with _server_refusals():
+    with _server_refusals(tracking_uri):
         entry = registry.repair(
             reviewer=reviewer, reason=reason, policy=rules, tracking_uri=tracking_uri
         )
@@ -371,7 +380,7 @@ def verify(tracking_uri: TrackingOption = None, as_json: JsonOption = False) -> 
 
     rules = _production()
     name = rules.registered_model
-    with _server_refusals():
+    with _server_refusals(tracking_uri):
         trail = registry.check_trail(policy=rules, tracking_uri=tracking_uri)
     broken = list(trail.problems)
     if trail.pending:
@@ -416,7 +425,7 @@ def history(tracking_uri: TrackingOption = None, as_json: JsonOption = False) ->
     from palsyseg.tracking import registry
 
     rules = _production()
-    with _server_refusals():
+    with _server_refusals(tracking_uri):
         trail = registry.check_trail(policy=rules, tracking_uri=tracking_uri)
     warn_if_broken(trail, rules.registered_model)
     if as_json:

@@ -261,8 +261,8 @@ def promote(
     reason = _reason(reason)
     uri = resolve_tracking_uri(tracking_uri)
     version = str(version).strip().lstrip("v")
-    info = get_version(version, policy=production, tracking_uri=uri)
     who, problems = _acting(reviewer, uri, name, "promote")
+    info = get_version(version, policy=production, tracking_uri=uri)
     found, accepted = review(info, who, production, overrides)
     problems += found
     mlflow_client = client(uri)
