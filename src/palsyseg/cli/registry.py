@@ -179,7 +179,9 @@ def versions_table(
             v.compared_with or "",
             escape(data[:10]),
         )
-    table.caption = "vs: the champion version the gates compared with; ✓ authenticated trainer"
+    table.caption = "vs: the champion version the gates compared with"
+    if any(v.identity == "basic-auth" for v in versions):
+        table.caption += "; ✓ trainer authenticated by the tracking server"
     if champion_history:
         last = champion_history[-1]
         table.caption += (
@@ -210,7 +212,8 @@ def history_table(entries: list[Any], name: str) -> Table:
             escape(e.reason),
             f"[yellow]{escape(notes)}[/yellow]" if notes else "",
         )
-    table.caption = "✓ the tracking server authenticated the reviewer"
+    if any(e.identity == "basic-auth" for e in entries):
+        table.caption = "✓ the tracking server authenticated the reviewer"
     return table
 
 
@@ -406,9 +409,10 @@ def verify(tracking_uri: TrackingOption = None, as_json: JsonOption = False) -> 
         )
     elif not broken:
         last = f" (audit entry {trail.last.seq})" if trail.last else ""
+        count = f"{len(trail.raw)} entr{'y' if len(trail.raw) == 1 else 'ies'}"
         stdout.print(
-            f"{name}: audit trail intact, {len(trail.raw)} entries; champion "
-            f"{_v(trail.alias)} where the trail put it{last}"
+            f"{name}: audit trail intact, {count}; champion {_v(trail.alias)} where the trail "
+            f"put it{last}"
         )
     if broken:
         from palsyseg.errors import Problem

@@ -174,14 +174,6 @@ class TrailCheck:
             return GENESIS
         return text_hash(self.raw[max(self.raw)])
 
-    def describe(self) -> str:
-        """One line: ``intact, 5 entries, champion v2 (audit.000005)`` or the breaks counted."""
-        where = f"v{self.expected}" if self.expected else "none"
-        if self.problems:
-            return f"BROKEN ({len(self.problems)} problem(s)), {len(self.raw)} entries"
-        state = "intact" if not self.pending else "intact, last change unfinished"
-        return f"{state}, {len(self.raw)} entries, champion {where}"
-
 
 def _legacy(text: str) -> bool:
     try:

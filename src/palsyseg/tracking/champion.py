@@ -415,5 +415,5 @@ def repair(
             prev_hash=audit.sealed_digest(trail.raw),
         )
         _record(mlflow_client, name, entry)
-    log.warning("%s audit trail repaired by %s: %s", name, who.name, "; ".join(entry.repaired))
+    log.info("%s audit trail repaired by %s: %s", name, who.name, "; ".join(entry.repaired))
     return entry
