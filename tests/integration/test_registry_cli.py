@@ -296,13 +296,14 @@ def test_tampering_in_mlflow_is_reported_blocks_changes_and_is_repaired(project:
     assert "palsyseg registry repair --reviewer NAME --reason WHY" in rolled.stderr
     assert registry.champion_version() == v1
 
-    repaired = cli("registry", "repair", "--reviewer", "carol", "--reason", "ticket 42: v1 restored on purpose")  # fmt: skip
+    repaired = cli("registry", "repair", "--reviewer", "carol", "--reason", "ticket 42: UI slip")  # fmt: skip
     assert repaired.code == 0, repaired.stderr
-    assert "accepted 2 break(s)" in repaired.stdout
+    assert f"2 break(s) recorded; champion v{v3} (was v1)" in repaired.stdout
+    assert registry.champion_version() == v3  # the alias follows the trail, even now
     assert cli("registry", "verify").code == 0
     assert cli("registry", "list").stderr == ""
     last = json.loads(cli("registry", "history", "--json").stdout)[-1]
-    assert (last["action"], last["from_version"], last["to_version"]) == ("repair", v3, v1)
+    assert (last["action"], last["from_version"], last["to_version"]) == ("repair", v1, v3)
     assert last["repaired"] == report["problems"]
     assert "nothing to repair" in cli("registry", "repair", "--reviewer", "carol", "--reason", "again").stderr  # fmt: skip
 
@@ -314,7 +315,7 @@ def test_tampering_in_mlflow_is_reported_blocks_changes_and_is_repaired(project:
 
     # Deleting the newest entry (even with the alias put back to match) is caught by the head.
     mlflow_client.delete_registered_model_tag("palsyseg", audit.entry_key(5))
-    mlflow_client.set_registered_model_alias("palsyseg", "champion", v1)
+    mlflow_client.set_registered_model_alias("palsyseg", "champion", v3)
     assert json.loads(cli("registry", "verify", "--json").stdout)["problems"] == [
         "audit.000005 deleted outside palsyseg (audit.head names entry 5)"
     ]

@@ -181,16 +181,17 @@ def test_entries_written_before_the_chain_are_reported_once() -> None:
     assert check.expected == "2"
 
 
-def test_a_repair_accepts_the_breaks_and_seals_what_came_before(trail: Trail) -> None:
+def test_a_repair_records_the_breaks_and_seals_what_came_before(trail: Trail) -> None:
     del trail.tags["audit.000002"]
     trail.alias = "1"  # and someone moved the alias
     broken = trail.check()
     assert len(broken.problems) == 2
-    repair = trail.write("repair", trail.alias, repaired=tuple(broken.problems))
+    assert broken.expected == "3"  # the entries that remain still say v3
+    repair = trail.write("repair", broken.expected, repaired=tuple(broken.problems))
     check = trail.check()
     assert check.ok, check.problems
-    assert check.expected == "1" and repair.seq == 4
-    assert champion_stack(check.entries) == ["1"]  # rollback does not cross a repair
+    assert check.expected == "3" == trail.alias and repair.seq == 4
+    assert champion_stack(check.entries) == ["3"]  # rollback does not cross a repair
     trail.promote("5")
     assert trail.check().ok
 

@@ -199,7 +199,7 @@ def history_table(entries: list[Any], name: str) -> Table:
     for e in entries:
         notes = _override_note(e)
         if e.repaired:
-            notes = "accepted: " + "; ".join(e.repaired)
+            notes = "repaired: " + "; ".join(e.repaired)
         reviewer = e.reviewer + (" ✓" if e.identity == "basic-auth" else "")
         table.add_row(
             str(e.seq),
@@ -355,8 +355,8 @@ def retire(
 def repair(
     reason: ReasonOption, reviewer: ReviewerOption = None, tracking_uri: TrackingOption = None
 ) -> None:
-    """Record that you accept a broken audit trail as it is (champion stays where the alias
-    is); the entry lists what was broken and seals everything before it."""
+    """Mend a broken audit trail: the entry lists what was broken, puts champion back where
+    the trail says, and seals everything before it (then promote/rollback/retire work again)."""
     from palsyseg.tracking import registry
 
     rules = _production()
@@ -369,7 +369,8 @@ def repair(
         return
     stdout.print(
         f"{rules.registered_model}: audit trail repaired by {entry.reviewer} (audit entry "
-        f"{entry.seq}); champion {_v(entry.to_version)}; accepted {len(entry.repaired)} break(s)"
+        f"{entry.seq}); {len(entry.repaired)} break(s) recorded; champion "
+        f"{_v(entry.to_version)} (was {_v(entry.from_version)})"
     )
 
 

@@ -14,8 +14,8 @@ Writes go entry, then alias, then head. A writer that dies between them leaves t
 entry *pending* (the head one behind, the alias at either end of the move); the next change
 completes it instead of reporting a break (:attr:`TrailCheck.pending`).
 
-A broken trail is mended only by a person: a ``repair`` entry names what was broken, accepts
-the alias where it is, and seals everything before it (``prev_hash`` is then the digest of
+A broken trail is mended only by a person: a ``repair`` entry names what was broken, puts
+the alias back where the trail says, and seals everything before it (``prev_hash`` is then the digest of
 every earlier entry's seq and hash, so an entry changed after the repair is still caught).
 The champion history that ``rollback`` walks starts again at the latest repair.
 
@@ -126,7 +126,7 @@ def champion_stack(entries: list[AuditEntry]) -> list[str | None]:
     """The champions in force, oldest first, since the latest repair.
 
     A promotion pushes its version, a retirement pushes ``None`` (no champion), a rollback
-    pops back to the one before; a repair starts a new history at the alias it accepted.
+    pops back to the one before; a repair starts a new history at the champion it restored.
     """
     stack: list[str | None] = []
     for entry in entries:

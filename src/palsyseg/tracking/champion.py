@@ -15,7 +15,9 @@ are declared names, normalised. Nobody reviews a model they trained.
 Every change runs under the promotion lock (:mod:`palsyseg.tracking.lock`), reads and verifies
 the audit trail (:mod:`palsyseg.tracking.audit`), finishes a change a crash left half-done,
 refuses to build on a broken trail (only :func:`repair` may), then writes the entry, moves the
-alias, writes the head, and reads everything back.
+alias, writes the head, and reads everything back. The trail is the truth and the alias
+follows it: even a repair puts ``champion`` back where the trail says, so the only way to a
+new champion is :func:`promote`, under the policy.
 """
 
 from __future__ import annotations
@@ -157,11 +159,11 @@ def review(
 def _stale(info: VersionInfo, current: str | None, production: PromotionPolicy) -> list[str]:
     if info.version == current:
         return [f"already {CHAMPION}"]
-    compared = info.compared_with or "none"
-    if production.require_current_champion and compared != (current or "none"):
+    compared = info.compared_with if info.compared_with not in ("", "none") else None
+    if production.require_current_champion and compared != current:
         return [
-            f"its gates compared it with champion {compared} but the champion now is "
-            f"{current or 'none'} (re-run the pipeline)"
+            f"its gates compared it with champion {_v(compared)} but the champion now is "
+            f"{_v(current)} (re-run the pipeline)"
         ]
     return []
 
@@ -233,6 +235,14 @@ def _acting(
     who = identity.resolve(reviewer, uri)
     refusal = identity.require_manage(who, uri, name, action)
     return who, [refusal] if refusal else []
+
+
+def _exists(version: str, policy: PromotionPolicy, uri: str) -> bool:
+    try:
+        get_version(version, policy=policy, tracking_uri=uri)
+    except RegistryError:
+        return False
+    return True
 
 
 # --------------------------------------------------------------------------- the changes
@@ -379,8 +389,9 @@ def repair(
     tracking_uri: str | None = None,
     lock_timeout: float = 60.0,
 ) -> AuditEntry | None:
-    """Record that a reviewer accepts a broken trail as it is: the entry lists the breaks,
-    takes ``champion`` where the alias now is, and seals every earlier entry.
+    """Mend a broken trail: the entry lists every break, puts ``champion`` back where the trail
+    says (the alias follows the trail; only promote, under the policy, picks a new champion)
+    and seals every earlier entry, so the breaks are recorded and later edits still caught.
 
     Returns ``None`` when there was nothing to repair except a change a crash left half-done,
     which is finished instead; refuses (:class:`RegistryError`) when the trail is intact.
@@ -402,16 +413,21 @@ def repair(
             if before.pending:
                 return None
             raise RegistryError(f"registry {name}: the audit trail is intact; nothing to repair")
+        breaks = list(trail.problems)
+        target = trail.expected
+        if target is not None and not _exists(target, production, uri):
+            breaks.append(f"v{target}, where the trail puts champion, no longer exists")
+            target = None
         entry = AuditEntry(
             seq=trail.next_seq(),
             action="repair",
-            from_version=trail.expected,
-            to_version=trail.alias,
+            from_version=trail.alias,
+            to_version=target,
             reviewer=who.name,
             reason=reason,
             at=_now(),
             identity=who.mode,
-            repaired=tuple(trail.problems),
+            repaired=tuple(breaks),
             prev_hash=audit.sealed_digest(trail.raw),
         )
         _record(mlflow_client, name, entry)
