@@ -23,9 +23,11 @@ from palsyseg.models.palsynet import (
     ForegroundAttentionLayer,
     MaskedCrossAttention,
     MirrorAsymmetry,
+    SidePath,
     depth_range_shift,
     foreground_mask,
     merge_by_segmentation,
+    mirror_about_image_centre,
     upsample_gate,
 )
 
@@ -39,6 +41,7 @@ EXPECTED_NAMES = {
     "palsynet_no_depth",
     "palsynet_no_esc",
     "palsynet_no_mirror",
+    "palsynet_side",
     "deeplabv3plus_r34",
     "unet_r18",
 }
@@ -97,7 +100,11 @@ def test_ablations_switch_their_part_off(built: dict[str, torch.nn.Module]) -> N
     assert "depth" not in outs["palsynet_no_depth"]
     assert not any(isinstance(m, ESCBlock) for m in built["palsynet_no_esc"].modules())
     assert sum(isinstance(m, ESCBlock) for m in built["palsynet"].modules()) == 4  # one per block
-    assert not any(isinstance(m, MirrorAsymmetry) for m in built["palsynet_no_mirror"].modules())
+    no_mirror = built["palsynet_no_mirror"]
+    assert not any(isinstance(m, MirrorAsymmetry | SidePath) for m in no_mirror.modules())
+    assert no_mirror.stem[0].in_channels == 3 and built["palsynet_side"].stem[0].in_channels == 6
+    assert any(isinstance(m, SidePath) for m in built["palsynet_side"].modules())
+    assert not any(isinstance(m, SidePath) for m in built["palsynet"].modules())
 
 
 def test_mirror_asymmetry_is_flip_equivariant_and_silent_on_symmetric_input() -> None:
@@ -129,6 +136,58 @@ def test_mirror_axis_is_the_image_centre_not_the_grid_centre() -> None:
     # When the image centre falls on the grid's centre, the mirror is the plain flip.
     x = torch.randn(1, 2, 3, 5)
     torch.testing.assert_close(block.mirror(x, image_width=16 * 4 + 1), x.flip(-1))
+
+
+def test_the_side_vote_is_odd_and_pushes_fpp_to_opposite_halves() -> None:
+    torch.manual_seed(0)
+    side = SidePath(8)
+    torch.nn.init.normal_(side.vote.weight)
+    width = 16 * 7 + 1  # 8 cells at 0, 16, ..., 112 about the centre 56: the mirror is exact
+    a = torch.randn(2, 8, 4, 8)
+    a = a - mirror_about_image_centre(a, width, 16)  # an asymmetry map is antisymmetric
+    with torch.no_grad():
+        vote = side(a, width)
+        mirrored = side(mirror_about_image_centre(a, width, 16), width)
+    assert vote.shape == (2, 1, 1, 1) and (vote.abs() > 1e-4).all()
+    torch.testing.assert_close(mirrored, -vote)  # odd: the mirrored face votes the other side
+    sign = SidePath.sign_map(64, 128, 2, torch.device("cpu"))
+    assert (sign[:32] == 1).all() and (sign[32:] == -1).all()  # cells at 0, 2, ..., 126
+    # An untrained vote is silent: the path starts as a no-op on the logits.
+    assert torch.equal(SidePath(8)(a, width), torch.zeros(2, 1, 1, 1))
+
+
+def test_palsynet_overfits_a_face_and_its_mirror_with_fpp_on_opposite_halves() -> None:
+    # Two parts mirror each other; FPP is the one *brighter than its mirror*. Brightness alone
+    # does not tell (a part of brightness 1 is FPP in one image and not in another): the
+    # network must compare each half with its mirror, and a mirrored face moves FPP across.
+    torch.manual_seed(0)
+    model = create_model("palsynet_side")
+    size = 64
+    images, masks = [], []
+    for left, right in ((2.0, 1.0), (1.0, 0.5)):
+        x = torch.randn(1, 3, size, size) * 0.2
+        x[..., 20:28, 8:24] += left
+        x[..., 20:28, 40:56] += right
+        mask = torch.ones(1, size, size, dtype=torch.long)
+        mask[:, 20:28, 8:24] = 6
+        mask[:, 20:28, 40:56] = 4
+        images += [x, x.flip(-1)]
+        masks += [mask, mask.flip(-1)]
+    images, masks = torch.cat(images), torch.cat(masks)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    model.train()
+    for _ in range(80):
+        loss = F.cross_entropy(model(images)["logits"], masks)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    model.eval()
+    with torch.no_grad():
+        pred = model(images)["logits"].argmax(1)
+    for i in range(len(images)):
+        fpp, truth = pred[i] == 6, masks[i] == 6
+        assert (fpp & truth).sum() > 0.7 * truth.sum(), i
+        assert (fpp & ~truth).sum() < 0.3 * truth.sum(), i
 
 
 # ---------------------------------------------------------------------------------------------

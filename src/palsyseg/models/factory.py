@@ -37,6 +37,7 @@ _REGISTRY: dict[str, Callable[..., nn.Module]] = {
     "palsynet_no_depth": _palsynet(use_depth=False),
     "palsynet_no_esc": _palsynet(use_esc=False),
     "palsynet_no_mirror": _palsynet(use_mirror=False),
+    "palsynet_side": _palsynet(mirror_input=True, side_path=True),
     "deeplabv3plus_r34": baselines.deeplabv3plus_r34,
     "unet_r18": baselines.unet_r18,
 }

@@ -5,12 +5,12 @@ network that wires them last. Paper equations are cited where a line implements 
 
 Wiring (strides relative to the input; widths are :class:`PalsyNetConfig` defaults)::
 
-    image ─ stem s2 ─ stage1 ─ESC─ stage2 ─ESC─ stage3 ─ESC─ stage4 ─ESC─ ASPP ─ mirror (encoder)
-                       1/2 (s1)      1/4 (s2)     1/8 (s3)    1/16
+    [image, mirror] ─ stem s2 ─ stage1 ─ESC─ stage2 ─ESC─ stage3 ─ESC─ stage4 ─ESC─ ASPP ─ mirror
+                                 1/2 (s1)      1/4 (s2)     1/8 (s3)    1/16         └ side vote
     ASPP ─up─ ⊕s3 → d8 (1/8) ─up─ ⊕s2 → d4 (1/4) ─1×1, up─ +s1 → d2 (1/2)                (decoder)
     d8: tokens for foreground attention; d4: pixel embedding for masks and depth; d2: heads
     per-pixel head (1×1 on d2 ⊕ depth embedding) ──┐
-    query masks (last attention layer)        ───┴─ sum of logits ─ bilinear ×2 → "logits" (H×W)
+    query masks (last attention layer)        ───┴─ sum (+ side vote on FPP) ─ ×2 → "logits" (H×W)
     category depth maps ─ merged by argmax(logits) at 1/2, bilinear ×2 → "depth";  d2 ─ 1×1 → "edge"
 
 Choices where the paper is vague (each one a reading a reviewer can check):
@@ -30,13 +30,20 @@ Choices where the paper is vague (each one a reading a reviewer can check):
 - **ASPP** on the last block at stride 16 with rates (2, 4, 6): at 250×250 that map is 16×16, so
   DeepLab's (6, 12, 18) would mostly sample padding. Branches are depthwise-separable; the
   image-pooling branch has no BatchNorm so a batch of one trains.
-- **Facial asymmetry (our addition, ablation ``palsynet_no_mirror``).** The paper integrates
-  "face parsing, facial asymmetry parsing and category enhancement" but names no mechanism
-  that compares the two halves of the face, and FPP is defined by that comparison (the eye and
-  mouth on the *drooping* side). After ASPP, :class:`MirrorAsymmetry` concatenates each feature
-  with its signed difference from the mirrored position and fuses them (a residual 1×1 conv):
-  mirror-equivariant, so a flipped face moves the evidence with the FPP label. Measured with
-  ``benchmarks/bench_quality.py`` (same budget, with and without it).
+- **Facial asymmetry (our addition; variants ``palsynet_side``, ``palsynet_no_mirror``).**
+  The paper integrates "face parsing, facial asymmetry parsing and category enhancement" but
+  names no mechanism that compares the two halves of the face, and FPP is defined by that
+  comparison (the eye or mouth of the *weak* side where the photo shows it). The network runs
+  in the canonical face frame (:mod:`palsyseg.align`), where the crop's vertical centre line is
+  the face's midline and ``crop.flip(-1)`` is the face's own mirror. Three parts use that:
+  (1) *mirror input*: the stem sees the crop and its mirror image (6 channels), so every layer
+  can compare a pixel with its mirror from the first convolution on; (2) after ASPP,
+  :class:`MirrorAsymmetry` concatenates each 1/16 feature with its signed difference from the
+  mirrored position (mirrored about the image's centre, not the grid's) and fuses them;
+  (3) :class:`SidePath`, a global vote on which half is weak, added with opposite signs to the
+  FPP logit of the two halves (odd in the asymmetry, so mirror-equivariant by construction).
+  ``palsynet`` has (2); ``palsynet_side`` adds (1) and (3), which at the benchmark's CPU budget
+  did not help yet (measured, see README); ``palsynet_no_mirror`` has none of them.
 - **Depth (§3.2, eq. 1–3), PanopticDepth-style.** One query per *category* plays the role of
   PanopticDepth's instance: from its embedding (high-level features) a linear layer predicts
   ``s1 = s2 + 2`` numbers — a ``s2``-dim depth kernel (16), a depth range and a depth shift.
@@ -187,6 +194,24 @@ class ASPP(nn.Module):
         return self.project(torch.cat([b(x) for b in self.branches] + [pooled], dim=1))
 
 
+def mirror_about_image_centre(x: Tensor, image_width: int | None, stride: int) -> Tensor:
+    """A stride-``stride`` feature map mirrored about its image's vertical centre line.
+
+    Cell ``j`` sits on input pixel ``stride · j`` (stride-2 3×3 convolutions with padding 1
+    centre output ``j`` on input ``2j``), so its mirror is read at the fractional cell
+    ``(image_width − 1) / stride − j``, linearly interpolated along the row and clamped at the
+    border. ``image_width=None`` flips the grid about its own centre.
+    """
+    if image_width is None:
+        return x.flip(-1)
+    w = x.shape[-1]
+    source = ((image_width - 1) / stride - torch.arange(w, device=x.device)).clamp(0, w - 1)
+    low = source.floor().long()
+    high = (low + 1).clamp(max=w - 1)
+    weight = (source - low).to(x.dtype)
+    return x[..., low] * (1 - weight) + x[..., high] * weight
+
+
 class MirrorAsymmetry(nn.Module):
     """Facial-asymmetry features: each position compared with its mirror image across the midline.
 
@@ -213,19 +238,44 @@ class MirrorAsymmetry(nn.Module):
 
     def mirror(self, x: Tensor, image_width: int | None = None) -> Tensor:
         """``x`` mirrored about the image's centre line (see the class docstring)."""
-        if image_width is None:
-            return x.flip(-1)
-        w = x.shape[-1]
-        source = ((image_width - 1) / self.stride - torch.arange(w, device=x.device)).clamp(
-            0, w - 1
-        )
-        low = source.floor().long()
-        high = (low + 1).clamp(max=w - 1)
-        weight = (source - low).to(x.dtype)
-        return x[..., low] * (1 - weight) + x[..., high] * weight
+        return mirror_about_image_centre(x, image_width, self.stride)
 
     def forward(self, x: Tensor, image_width: int | None = None) -> Tensor:
         return x + self.fuse(torch.cat([x, x - self.mirror(x, image_width)], dim=1))
+
+
+class SidePath(nn.Module):
+    """A global, side-aware vote on which half of the face is weak, added to the FPP logits.
+
+    FPP is a whole-face judgement (which half's eye or mouth moves less than its mirror), and
+    the per-pixel head, the pooled ESC/ASPP paths and the masked FPP query cannot tell left from
+    right. From the signed asymmetry ``a = x − mirror(x)`` of the 1/16 context, the descriptor
+    ``d = mean(sign · a)`` (``sign`` = +1 on the image's left half, −1 on its right, about the
+    image's centre line) feeds an *odd* two-layer map ``v = w · tanh(U d)`` (no biases), and
+    ``v · sign`` is added to the FPP logit at every pixel: a push toward FPP on one half and away
+    from it on the other. Mirroring the face mirrors ``a`` (it is antisymmetric), so ``d`` and
+    ``v`` change sign and the push moves to the other half: the path is mirror-equivariant by
+    construction, whatever its weights. ``w`` starts at zero, so an untrained path is silent.
+    """
+
+    def __init__(self, channels: int, hidden: int = 32) -> None:
+        super().__init__()
+        self.proj = nn.Linear(channels, hidden, bias=False)
+        self.vote = nn.Linear(hidden, 1, bias=False)
+        nn.init.zeros_(self.vote.weight)
+
+    @staticmethod
+    def sign_map(width: int, image_width: int, stride: int, device: torch.device) -> Tensor:
+        """+1 / −1 / 0 for cells left of / right of / on the image's centre line; cell ``j`` of a
+        stride-``stride`` map sits on input pixel ``stride · j`` (see :class:`MirrorAsymmetry`)."""
+        position = stride * torch.arange(width, device=device, dtype=torch.float32)
+        return torch.sign((image_width - 1) / 2 - position)
+
+    def forward(self, asymmetry: Tensor, image_width: int, stride: int = 16) -> Tensor:
+        """The vote ``v`` per image (B×1×1×1) from the 1/16 asymmetry map ``x − mirror(x)``."""
+        sign = self.sign_map(asymmetry.shape[-1], image_width, stride, asymmetry.device)
+        descriptor = (asymmetry * sign.to(asymmetry.dtype)).mean(dim=(2, 3))
+        return self.vote(torch.tanh(self.proj(descriptor)))[:, :, None, None]
 
 
 class DecoderStage(nn.Module):
@@ -462,6 +512,9 @@ class PalsyNetConfig:
     use_depth: bool = True
     use_edge: bool = True
     use_mirror: bool = True  # facial-asymmetry features at 1/16 (MirrorAsymmetry)
+    mirror_input: bool = False  # the stem sees the crop and its mirror image (6 channels)
+    side_path: bool = False  # a global, side-aware vote on the FPP logits (SidePath)
+    fpp_index: int | None = None  # the FPP class; None = the last (palsyseg.labels: 6)
 
     def __post_init__(self) -> None:
         if len(self.widths) != 4 or len(self.depths) != 4:
@@ -470,6 +523,13 @@ class PalsyNetConfig:
             raise ValueError("embed_dim must be divisible by attention_heads and by 4")
         if self.m_max <= 0:
             raise ValueError(f"m_max must be positive, got {self.m_max}")
+        if self.fpp_index is not None and not 0 <= self.fpp_index < self.num_classes:
+            raise ValueError(f"fpp_index {self.fpp_index} is not a class of {self.num_classes}")
+
+    @property
+    def fpp_class(self) -> int:
+        """The FPP class index (``fpp_index``, or the last class)."""
+        return self.num_classes - 1 if self.fpp_index is None else self.fpp_index
 
 
 class PalsyNet(nn.Module):
@@ -484,7 +544,7 @@ class PalsyNet(nn.Module):
         super().__init__()
         self.config = cfg = config or PalsyNetConfig()
         w, d = cfg.widths, cfg.depths
-        self.stem = ConvBNReLU(3, cfg.stem_channels, 3, stride=2)
+        self.stem = ConvBNReLU(6 if cfg.mirror_input else 3, cfg.stem_channels, 3, stride=2)
         ins = (cfg.stem_channels, *w[:-1])
         strides = (1, 2, 2, 2)  # the stem already halves: stages at 1/2, 1/4, 1/8, 1/16
         self.stages = nn.ModuleList(
@@ -492,6 +552,8 @@ class PalsyNet(nn.Module):
         )
         self.aspp = ASPP(w[3], cfg.aspp_channels, cfg.aspp_rates)
         self.mirror = MirrorAsymmetry(cfg.aspp_channels) if cfg.use_mirror else nn.Identity()
+        if cfg.side_path:
+            self.side = SidePath(cfg.aspp_channels)
         self.up8 = DecoderStage(cfg.aspp_channels, w[2], cfg.embed_dim)
         self.up4 = DecoderStage(cfg.embed_dim, w[1], cfg.embed_dim)
         self.up2 = LightDecoderStage(cfg.embed_dim, w[0], cfg.head_channels)
@@ -524,12 +586,18 @@ class PalsyNet(nn.Module):
         cfg = self.config
         size = x.shape[-2:]
         skips = []
+        if cfg.mirror_input:  # in the face frame the flipped crop is the face's own mirror
+            x = torch.cat([x, x.flip(-1)], dim=1)
         feat = self.stem(x)
         for stage in self.stages:
             feat = stage(feat)
             skips.append(feat)
         s1, s2, s3, _ = skips
         context = self.aspp(feat)
+        vote = None
+        if cfg.side_path:
+            asymmetry = context - mirror_about_image_centre(context, int(size[-1]), 16)
+            vote = self.side(asymmetry, int(size[-1]))
         if isinstance(self.mirror, MirrorAsymmetry):
             context = self.mirror(context, image_width=int(size[-1]))
         d8 = self.up8(context, s3)
@@ -546,6 +614,11 @@ class PalsyNet(nn.Module):
             out["aux_logits"] = masks
             coarse.append(masks[-1])  # final logits: per-pixel head + last query masks
         logits = self.seg_head(d2)  # per-pixel head at 1/2
+        if vote is not None:  # the side vote, + on one half and − on the other, on FPP only
+            sign = SidePath.sign_map(logits.shape[-1], int(size[-1]), 2, logits.device)
+            push = torch.zeros_like(logits)
+            push[:, cfg.fpp_class] = vote[:, 0] * sign.to(logits.dtype)
+            logits = logits + push
         if coarse:
             logits = logits + F.interpolate(
                 torch.stack(coarse).sum(0),
