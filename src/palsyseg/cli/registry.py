@@ -38,7 +38,7 @@ TrackingOption = Annotated[
     str | None,
     typer.Option(
         "--tracking-uri",
-        help="MLflow tracking URI [default: $MLFLOW_TRACKING_URI, else sqlite mlflow/mlflow.db].",
+        help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite mlflow/mlflow.db).",
     ),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
@@ -292,8 +292,11 @@ def promote(
     ] = None,
     tracking_uri: TrackingOption = None,
 ) -> None:
-    """Move alias champion to VERSION; refused (every reason at once) unless it passes the
-    production policy, or you override what the policy lets you, and you did not train it."""
+    """Move alias champion to VERSION, under the production policy (audited).
+
+    Refused, with every reason at once, unless each gate passes mlflow/promotion.yaml or is
+    overridden where the policy allows it, and you did not train the version.
+    """
     from palsyseg.tracking import registry
 
     rules = _production()
@@ -355,8 +358,11 @@ def retire(
 def repair(
     reason: ReasonOption, reviewer: ReviewerOption = None, tracking_uri: TrackingOption = None
 ) -> None:
-    """Mend a broken audit trail: the entry lists what was broken, puts champion back where
-    the trail says, and seals everything before it (then promote/rollback/retire work again)."""
+    """Mend a broken audit trail (audited); champion goes back where the trail says.
+
+    The repair entry lists what was broken and seals everything before it; promote, rollback
+    and retire work again afterwards.
+    """
     from palsyseg.tracking import registry
 
     rules = _production()
@@ -378,7 +384,7 @@ def repair(
 def verify(tracking_uri: TrackingOption = None, as_json: JsonOption = False) -> None:
     """Check the audit trail (hash chain, head, where champion sits); exit 1 on any break.
 
-    For CI or cron: silence on stdout is not success, the exit code is.
+    For CI or cron: the exit code is the verdict.
     """
     from palsyseg.tracking import registry
 
