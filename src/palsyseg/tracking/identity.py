@@ -25,6 +25,7 @@ from palsyseg.errors import PalsysegError
 BASIC_AUTH = "basic-auth"
 DECLARED = "declared"
 CURRENT_USER_ENDPOINT = "/api/2.0/mlflow/users/current"
+PERMISSION_ENDPOINT = "/api/3.0/mlflow/users/permissions/get"
 # Unicode categories that render as nothing (or nothing visible) and so cannot tell two
 # names apart: format characters (zero-width space/joiners, bidi marks, soft hyphen, BOM),
 # controls, private-use, surrogates and unassigned code points.
@@ -123,20 +124,30 @@ def resolve(declared: str | None, tracking_uri: str, *, flag: str = "--reviewer"
 
 def model_permission(tracking_uri: str, username: str, model: str) -> str:
     """The permission (``READ``, ``EDIT``, ``MANAGE``, ...) the server resolves for ``username``
-    on registered model ``model`` (a user may ask about themself)."""
-    from mlflow.exceptions import MlflowException
-    from mlflow.server.auth.client import AuthServiceClient
+    on registered model ``model`` (a user may ask about themself).
 
+    Asked over REST rather than through ``mlflow.server.auth.client``, which would import the
+    whole MLflow server (Flask, FastAPI) into a client process.
+    """
+    from mlflow.utils.credentials import get_default_host_creds
+    from mlflow.utils.rest_utils import http_request
+
+    response = http_request(
+        get_default_host_creds(tracking_uri),
+        PERMISSION_ENDPOINT,
+        "GET",
+        params={"username": username, "resource_type": "registered_model", "resource_id": model},
+        timeout=30,
+    )
     try:
-        result = AuthServiceClient(tracking_uri).get_user_permission(
-            username, "registered_model", model
-        )
-    except MlflowException as exc:
+        if response.status_code != 200:
+            raise ValueError(f"HTTP {response.status_code}: {response.text[:200]}")
+        return str(json.loads(response.text)["permission"])
+    except (ValueError, KeyError, TypeError) as exc:
         raise IdentityError(
             f"{tracking_uri}: cannot read {username}'s permission on registered model "
-            f"{model} ({str(exc).splitlines()[0]})"
+            f"{model} ({exc})"
         ) from None
-    return str(result.permission)
 
 
 def require_manage(identity: Identity, tracking_uri: str, model: str, action: str) -> str | None:
