@@ -23,7 +23,8 @@ any of their photos shows it. Per model the report holds:
 
 :meth:`EvaluationReport.save` writes ``report.json`` (atomic) and PNG plots (matplotlib, Agg):
 a row-normalised confusion matrix per model, a per-class F1 bar chart comparing the models, and
-an overlay grid of a few test images (image | truth | each model's prediction).
+an overlay grid of a few test images (image | truth | each model's prediction) with a legend
+naming each label's colour.
 """
 
 from __future__ import annotations
@@ -361,11 +362,27 @@ def colorize(mask: np.ndarray) -> np.ndarray:
     return lut[np.clip(mask, 0, NUM_CLASSES - 1)]
 
 
-def _plot_examples(report: EvaluationReport, path: Path) -> Path:
+def legend_handles() -> list[Any]:
+    """One colour patch per label, named as :data:`palsyseg.labels.LABEL_NAMES` and coloured as
+    :data:`palsyseg.labels.PALETTE` (what :func:`colorize` paints), for overlay legends."""
+    from matplotlib.patches import Patch
+
+    return [
+        Patch(
+            facecolor=tuple(channel / 255.0 for channel in PALETTE[label]),
+            edgecolor="0.5",
+            label=LABEL_NAMES[label],
+        )
+        for label in Label
+    ]
+
+
+def _examples_figure(report: EvaluationReport) -> Any:
+    """The overlay grid (image | truth | each model's prediction) with a colour legend below."""
     names = list(report.models)
     columns = 2 + len(names)
     rows = len(report.examples)
-    figure = _figure(2.0 * columns, 2.1 * rows)
+    figure = _figure(2.0 * columns, 2.1 * rows + 0.5)
     for r, example in enumerate(report.examples):
         panels = [("image", example.rgb), ("truth", colorize(example.truth))]
         panels += [(name, colorize(example.predictions[name])) for name in names]
@@ -378,4 +395,16 @@ def _plot_examples(report: EvaluationReport, path: Path) -> Path:
                 axes.set_title(title, fontsize=9)
             if c == 0:
                 axes.set_ylabel(Path(example.image).name, fontsize=7)
-    return _save_figure(figure, path)
+    figure.legend(
+        handles=legend_handles(),
+        loc="outside lower center",
+        # one row when the grid is wide enough (4 columns: 8 inches), else two
+        ncols=NUM_CLASSES if columns >= 4 else (NUM_CLASSES + 1) // 2,
+        fontsize=8,
+        frameon=False,
+    )
+    return figure
+
+
+def _plot_examples(report: EvaluationReport, path: Path) -> Path:
+    return _save_figure(_examples_figure(report), path)

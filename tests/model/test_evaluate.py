@@ -231,3 +231,38 @@ def test_cli_evaluate_prints_the_comparison_table(
         tmp_path / "x",
     )
     assert bad.code == 1 and "expected NAME=PATH" in bad.stderr
+
+
+def test_the_overlay_grid_names_every_label_colour_in_a_legend(tmp_path: Path) -> None:
+    from matplotlib.image import imread
+
+    from palsyseg.evaluate import EvaluationReport, Example, ModelEvaluation, _examples_figure
+
+    # Truth and predictions are all background on a grey photo: any other palette colour in
+    # the saved picture can only be the legend's.
+    background = np.zeros((16, 16), dtype=np.uint8)
+    report = EvaluationReport(
+        dataset="test",
+        candidate="palsynet",
+        models={
+            name: ModelEvaluation(name, {}, np.eye(7, dtype=np.int64))
+            for name in ("palsynet", "unet_r18")
+        },
+        examples=[
+            Example(
+                "images/p1.png",
+                np.full((16, 16, 3), 128, dtype=np.uint8),
+                background,
+                {"palsynet": background, "unet_r18": background},
+            )
+        ],
+    )
+    (legend,) = _examples_figure(report).legends
+    assert [text.get_text() for text in legend.get_texts()] == list(LABEL_NAMES)
+    colours = [tuple(round(c * 255) for c in p.get_facecolor()[:3]) for p in legend.get_patches()]
+    assert colours == [PALETTE[label] for label in Label]
+
+    picture = imread(report.save(tmp_path)["predictions"])[..., :3]
+    drawn = {tuple(rgb) for rgb in (picture * 255).round().astype(int).reshape(-1, 3).tolist()}
+    for label in Label:
+        assert PALETTE[label] in drawn, LABEL_NAMES[label]
