@@ -16,7 +16,10 @@ Models run in the canonical face frame (``palsyseg.align``) and are scored on th
 pixels. Reported per model: per-class F1, mean F1, mIoU, pixel accuracy, FPP F1, image-level
 palsy-visible accuracy/sensitivity/specificity and side accuracy (on photos that show palsy),
 the patient-level (whole exam) palsy AUROC and side accuracy, training seconds and CPU latency,
-and the ratio of each model's mean F1 and FPP F1 to the first model's. Tables go to stderr and
+and the ratio of each model's mean F1 and FPP F1 to the first model's. The classical baseline a
+clinician would ask about, ``palsyseg.landmark_rule`` (dlib's 68 points → mouth-corner drop,
+side = the lower corner, threshold fitted on validation), is scored on the same test photos for
+palsy presence and side (no pixels: it segments nothing). Tables go to stderr and
 one JSON object to stdout (and to ``--json``). Quality is a measurement, not a timed test: on 2
 CPU cores the defaults take about 15 minutes.
 """
@@ -70,6 +73,11 @@ def main(argv: list[str] | None = None) -> dict:
         default=[],
         metavar="KEY=VALUE",
         help="other TrainConfig field for every model (YAML value; dotted keys like loss.ce_weight)",
+    )
+    parser.add_argument(
+        "--no-landmark-rule",
+        action="store_true",
+        help="skip the classical baseline (dlib 68 points → mouth-corner drop, side = lower corner)",
     )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=7)
@@ -138,6 +146,17 @@ def main(argv: list[str] | None = None) -> dict:
         }
         for name in args.models
     }
+    if not args.no_landmark_rule:
+        from palsyseg.landmark_rule import LandmarkRule
+
+        started = time.perf_counter()
+        rule = LandmarkRule.evaluate(splits / "val", splits / "test")
+        results["landmark_rule"] = {
+            **{key: None for key in KEYS + CLASS_KEYS},
+            **{key: rule.get(key) for key in KEYS if key in rule},
+            "faces_found": rule.get("faces_found"),
+            "train_seconds": round(time.perf_counter() - started, 1),
+        }
     for row in results.values():
         for key in ("mean_f1", "f1_fpp"):
             ref = results[reference][key]
