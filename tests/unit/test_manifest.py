@@ -185,3 +185,39 @@ def test_atomic_outputs_get_the_normal_file_mode(tmp_path: Path) -> None:
         os.umask(old)
     assert (tmp_path / "a.txt").stat().st_mode & 0o777 == 0o644
     assert (tmp_path / "out").stat().st_mode & 0o777 == 0o755
+
+
+@pytest.mark.parametrize(
+    ("patient_id", "code"),
+    [("p\x001", "U+0000"), ("p1\x1b[31m", "U+001B"), ("p\u200b1", "U+200B"), ("p1\x7f", "U+007F")],
+)
+def test_control_or_invisible_characters_in_a_value_are_one_line_each(
+    tmp_path: Path, patient_id: str, code: str
+) -> None:
+    # csv happily reads a NUL; the contract does not: "p1" and "p\u200b1" look like one patient.
+    root = write_csv(tmp_path, good_line(patient_id=patient_id), good_line("images/b.png"))
+    with pytest.raises(DatasetError) as info:
+        read_manifest(root)
+    lines = info.value.lines()
+    assert len(lines) == 1 and "\n" not in lines[0]
+    assert "manifest.csv:2: patient_id:" in lines[0] and code in lines[0]
+    assert "\x00" not in lines[0] and "\x1b" not in lines[0]  # shown escaped, never raw
+
+
+def test_a_manifest_symlinked_out_of_the_dataset_is_refused(tmp_path: Path) -> None:
+    elsewhere = write_csv(tmp_path / "elsewhere", good_line())
+    root = tmp_path / "ds"
+    root.mkdir()
+    os.symlink(elsewhere / "manifest.csv", root / "manifest.csv")
+    with pytest.raises(DatasetError) as info:
+        read_manifest(root)
+    (line,) = info.value.lines()
+    assert line.startswith(f"{root / 'manifest.csv'}: symbolic link to ")
+    assert "outside the dataset root" in line
+
+    # a link that stays inside the dataset (a versioned copy, say) is the dataset's own
+    (root / "manifests").mkdir()
+    (root / "manifest.csv").unlink()
+    write_csv(root / "manifests", good_line())
+    os.symlink(Path("manifests") / "manifest.csv", root / "manifest.csv")
+    assert [row.patient_id for row in read_manifest(root)] == ["p1"]

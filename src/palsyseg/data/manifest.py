@@ -17,6 +17,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -108,6 +109,21 @@ def resolve_in_root(root: str | os.PathLike[str], value: str) -> Path:
     return resolved
 
 
+# Unicode categories refused in contract values: control characters (NUL, ESC, DEL, C1),
+# invisible format characters (zero-width space, bidi overrides), line/paragraph separators and
+# lone surrogates. They are invisible in tables and logs, so "p1" and "p1\u200b" would look like
+# one patient while the split treats them as two (leakage), and NUL truncates C strings.
+_INVISIBLE_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
+
+
+def invisible_character(value: str) -> str | None:
+    """``U+XXXX`` of the first control or invisible character in ``value``, else ``None``."""
+    for char in value:
+        if unicodedata.category(char) in _INVISIBLE_CATEGORIES:
+            return f"U+{ord(char):04X}"
+    return None
+
+
 def _parse_int(value: str, allowed: Sequence[int]) -> int | None:
     try:
         number = int(value)
@@ -130,6 +146,15 @@ def parse_record(record: Mapping[str, str | None], *, file: str, line: int) -> t
     for column in REQUIRED_COLUMNS:
         if not value.get(column):
             broken(column, "required value is empty")
+    for column in COLUMNS:
+        code = invisible_character(value.get(column, ""))
+        if code is not None:
+            broken(
+                column,
+                f"value {value[column]!r} contains the control or invisible character {code} "
+                "(equal-looking values would differ)",
+            )
+            value[column] = ""  # reported once: not again as a bad path, diagnosis, ...
 
     for column in PATH_COLUMNS:
         text = value.get(column, "")
@@ -202,6 +227,14 @@ def read_manifest_records(root: str | os.PathLike[str]) -> tuple[list[str], list
     path = Path(root) / MANIFEST_NAME
     if not Path(root).is_dir():
         raise DatasetError(Problem(file=str(root), rule="dataset directory does not exist"))
+    if path.is_symlink() and not path.resolve().is_relative_to(Path(root).resolve()):
+        raise DatasetError(
+            Problem(
+                file=str(path),
+                rule=f"symbolic link to {os.readlink(path)!r}, outside the dataset root; refused "
+                "(a dataset's manifest must be its own)",
+            )
+        )
     if not path.is_file():
         raise DatasetError(Problem(file=str(path), rule="missing (a dataset needs manifest.csv at its root)"))
     try:
