@@ -132,7 +132,9 @@ def _parse_int(value: str, allowed: Sequence[int]) -> int | None:
     return number if number in allowed else None
 
 
-def parse_record(record: Mapping[str, str | None], *, file: str, line: int) -> tuple[ManifestRow | None, list[Problem]]:
+def parse_record(
+    record: Mapping[str, str | None], *, file: str, line: int
+) -> tuple[ManifestRow | None, list[Problem]]:
     """Parse one CSV record into a :class:`ManifestRow`, collecting every broken rule.
 
     Returns ``(row, [])`` when the record is valid and ``(None, problems)`` otherwise.
@@ -163,7 +165,9 @@ def parse_record(record: Mapping[str, str | None], *, file: str, line: int) -> t
         rule = check_relative_path(text)
         if rule:
             broken(column, rule)
-        elif PurePosixPath(text).suffix.lower() not in (IMAGE_SUFFIXES if column == "image" else (".png",)):
+        elif PurePosixPath(text).suffix.lower() not in (
+            IMAGE_SUFFIXES if column == "image" else (".png",)
+        ):
             expected = "PNG or JPEG" if column == "image" else "PNG"
             broken(column, f"path {text!r} is not a {expected} file")
 
@@ -173,7 +177,10 @@ def parse_record(record: Mapping[str, str | None], *, file: str, line: int) -> t
     if side and side not in SIDES:
         broken("affected_side", f"{side!r} is not one of {', '.join(SIDES)}")
     if diagnosis in DIAGNOSES and side in SIDES and (diagnosis == "healthy") != (side == "none"):
-        broken("affected_side", f"affected_side is {side!r} for diagnosis {diagnosis!r} (none if and only if healthy)")
+        broken(
+            "affected_side",
+            f"affected_side is {side!r} for diagnosis {diagnosis!r} (none if and only if healthy)",
+        )
 
     grade: int | None = None
     if value.get("grade"):
@@ -236,11 +243,15 @@ def read_manifest_records(root: str | os.PathLike[str]) -> tuple[list[str], list
             )
         )
     if not path.is_file():
-        raise DatasetError(Problem(file=str(path), rule="missing (a dataset needs manifest.csv at its root)"))
+        raise DatasetError(
+            Problem(file=str(path), rule="missing (a dataset needs manifest.csv at its root)")
+        )
     try:
         text = path.read_bytes().decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise DatasetError(Problem(file=str(path), rule=f"not UTF-8 ({exc.reason} at byte {exc.start})")) from None
+        raise DatasetError(
+            Problem(file=str(path), rule=f"not UTF-8 ({exc.reason} at byte {exc.start})")
+        ) from None
     try:
         reader = csv.DictReader(io.StringIO(text, newline=""), strict=True)
         header = [h.strip() for h in (reader.fieldnames or [])]
@@ -251,15 +262,24 @@ def read_manifest_records(root: str | os.PathLike[str]) -> tuple[list[str], list
     if not header:
         raise DatasetError(Problem(file=str(path), rule="empty file (expected a header row)"))
     problems = [
-        Problem(file=str(path), row=1, column=column, rule="required column is missing from the header")
+        Problem(
+            file=str(path), row=1, column=column, rule="required column is missing from the header"
+        )
         for column in REQUIRED_COLUMNS
         if column not in header
     ]
     duplicated = sorted({h for h in header if header.count(h) > 1})
-    problems += [Problem(file=str(path), row=1, column=h, rule="column appears twice in the header") for h in duplicated]
+    problems += [
+        Problem(file=str(path), row=1, column=h, rule="column appears twice in the header")
+        for h in duplicated
+    ]
     for index, record in enumerate(records):
         if None in record:
-            problems.append(Problem(file=str(path), row=index + 2, rule="more fields than the header has columns"))
+            problems.append(
+                Problem(
+                    file=str(path), row=index + 2, rule="more fields than the header has columns"
+                )
+            )
     if problems:
         raise DatasetError(problems)
     return header, [{k: (v if v is not None else "") for k, v in r.items()} for r in records]
@@ -284,7 +304,12 @@ def read_manifest(root: str | os.PathLike[str]) -> list[ManifestRow]:
         image = (record.get("image") or "").strip()
         if image and image in first_line_of:
             problems.append(
-                Problem(file=path, row=line, column="image", rule=f"image {image!r} already listed on line {first_line_of[image]}")
+                Problem(
+                    file=path,
+                    row=line,
+                    column="image",
+                    rule=f"image {image!r} already listed on line {first_line_of[image]}",
+                )
             )
         elif image:
             first_line_of[image] = line
@@ -296,10 +321,15 @@ def read_manifest(root: str | os.PathLike[str]) -> list[ManifestRow]:
                 try:
                     resolve_in_root(root, rel)
                 except DatasetError as exc:
-                    problems += [Problem(file=path, row=line, column=column, rule=p.rule) for p in exc.problems]
+                    problems += [
+                        Problem(file=path, row=line, column=column, rule=p.rule)
+                        for p in exc.problems
+                    ]
         rows.append(row)
     if not records:
-        problems.append(Problem(file=path, rule="manifest has no rows (a dataset needs at least one image)"))
+        problems.append(
+            Problem(file=path, rule="manifest has no rows (a dataset needs at least one image)")
+        )
     if problems:
         raise DatasetError(problems)
     return rows
@@ -310,11 +340,12 @@ def write_manifest(root: str | os.PathLike[str], rows: Iterable[ManifestRow]) ->
     rows = list(rows)
     extra_columns = sorted({k for row in rows for k in row.extras})
     buffer = io.StringIO(newline="")
-    writer = csv.DictWriter(buffer, fieldnames=[*COLUMNS, *extra_columns], lineterminator="\n", restval="")
+    writer = csv.DictWriter(
+        buffer, fieldnames=[*COLUMNS, *extra_columns], lineterminator="\n", restval=""
+    )
     writer.writeheader()
     for row in rows:
         writer.writerow(row.to_record())
     path = Path(root) / MANIFEST_NAME
     atomic_write_text(path, buffer.getvalue())
     return path
-
