@@ -5,18 +5,27 @@ embedded default, a sqlite store ``mlflow/mlflow.db`` in the project with artifa
 ``mlflow/artifacts/`` (no server needed; ``mlflow ui --backend-store-uri sqlite:///mlflow/mlflow.db``
 shows it). Both behave the same to the rest of palsyseg.
 
-What a training run records (one run per trained model, experiment ``palsyseg``):
+The experiment ``palsyseg`` is created as a machine-learning experiment (tag
+``mlflow.experimentKind`` = ``custom_model_development``) with a description saying where to
+look. What a training run records (one run per trained model):
 
 - params: the flattened training config (seed included), the dataset URI and version (DVC md5,
   revision or content fingerprint), the git commit;
 - tags: role (candidate / baseline), model name, trainer, pipeline run, environment summary;
+  in a pipeline, ``mlflow.parentRunId``: the pipeline's run
+  (:mod:`palsyseg.tracking.pipeline_runs`);
+- the dataset as an MLflow dataset input (source URI, digest = DVC md5 or content
+  fingerprint), which the UI shows in the runs table's Dataset column;
 - metrics per epoch (``train_loss``, ``lr``, ``val_*``, step = epoch);
 - artifacts: ``environment.json``; the model (``mlflow.pytorch``, pickled :class:`LogitsOnly`
   with a signature, an input example, pinned requirements without ``+cu`` local labels, and
   the palsyseg source as ``code_paths``) and the palsyseg checkpoint under ``checkpoint/`` so
   the registry's champion can be re-evaluated with ``palsyseg.train.load_checkpoint_model``;
+  the checkpoint's ``weights_sha256`` (when it records one) as tag ``palsyseg.weights_sha256``
+  on the run and the logged model;
 - after evaluation: ``test_*`` metrics, the report with its confusion-matrix, per-class-F1
-  and prediction-overlay plots (drawn by :mod:`palsyseg.evaluate`), and the gate results.
+  and prediction-overlay plots (drawn by :mod:`palsyseg.evaluate`), and the gate results on
+  the candidate's run; each baseline's own ``test_*`` metrics on the baseline's run.
 
 Functions take a ``run_id`` rather than relying on MLflow's active run, because the pipeline's
 steps are separate processes that resume the same run.
@@ -32,11 +41,12 @@ import logging
 import math
 import os
 import platform
+import re
 import subprocess
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, is_dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from palsyseg.runtime import find_project_root
@@ -48,6 +58,23 @@ LOCAL_STORE = Path("mlflow") / "mlflow.db"
 MODEL_ARTIFACT = "model"
 CHECKPOINT_ARTIFACT = "checkpoint"
 EVALUATION_ARTIFACT = "evaluation"
+NOTE_TAG = "mlflow.note.content"  # a run's or an experiment's description (Markdown)
+DATASET_CONTEXT_TAG = "mlflow.data.context"
+_DIGEST_MAX = 36  # MLflow's limit on a dataset digest
+# A unique-key violation as sqlite, PostgreSQL and MySQL word it.
+_LOST_INSERT = re.compile(r"UNIQUE constraint|duplicate key|Duplicate entry", re.IGNORECASE)
+WEIGHTS_TAG = "palsyseg.weights_sha256"
+# What the MLflow UI reads to show an experiment as machine learning (runs) rather than GenAI
+# (traces). MLflow 3.17's UI decides by a per-browser toggle instead and only older and newer
+# UIs read the tag; links palsyseg prints add ?workflowType=machine_learning for 3.17.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
+EXPERIMENT_NOTE = (
+    "palsyseg training runs. Each pipeline run is a parent run named after its job; expand it "
+    "to see the candidate's and the baselines' runs, each with its own metrics. The parent's "
+    "description holds the summary: candidate vs baselines vs champion on the test split, the "
+    "promotion gates, the data version and what was registered."
+)
 # Packages the logged model needs to load and run; versions are read from this environment.
 MODEL_REQUIREMENTS = (
     "torch",
@@ -116,23 +143,41 @@ def client(tracking_uri: str | None = None) -> Any:
 def ensure_experiment(name: str = DEFAULT_EXPERIMENT, tracking_uri: str | None = None) -> str:
     """The experiment's id, creating it (race-safe) when missing.
 
-    With the sqlite store, artifacts go next to the database (``mlflow/artifacts``) instead of
-    MLflow's default ``./mlruns`` relative to whatever the current directory happens to be.
+    A new experiment is a machine-learning one (:data:`EXPERIMENT_KIND`) with a description
+    (:data:`EXPERIMENT_NOTE`); an existing one without a kind is given it, one with a kind
+    someone chose keeps it. With the sqlite store, artifacts go next to the database
+    (``mlflow/artifacts``) instead of MLflow's default ``./mlruns`` relative to whatever the
+    current directory happens to be.
     """
     from mlflow.exceptions import MlflowException
 
     mlflow_client = client(tracking_uri)
     experiment = mlflow_client.get_experiment_by_name(name)
     if experiment is not None:
+        if EXPERIMENT_KIND_TAG not in (experiment.tags or {}):
+            _set_experiment_kind(mlflow_client, experiment.experiment_id)
         return experiment.experiment_id
     db = _sqlite_path(resolve_tracking_uri(tracking_uri))
     location = (db.parent / "artifacts").resolve().as_uri() if db is not None else None
+    tags = {EXPERIMENT_KIND_TAG: EXPERIMENT_KIND, NOTE_TAG: EXPERIMENT_NOTE}
     try:
-        return mlflow_client.create_experiment(name, artifact_location=location)
+        return mlflow_client.create_experiment(name, artifact_location=location, tags=tags)
     except MlflowException as exc:
         if exc.error_code != "RESOURCE_ALREADY_EXISTS":
             raise
         return mlflow_client.get_experiment_by_name(name).experiment_id
+
+
+def _set_experiment_kind(mlflow_client: Any, experiment_id: str) -> None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        mlflow_client.set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+    except MlflowException as exc:
+        if exc.error_code != "PERMISSION_DENIED":
+            raise
+        # Another user's experiment on a server with authentication: its kind is theirs.
+        log.info("experiment %s: no permission to set its kind (%s)", experiment_id, exc.message)
 
 
 # --------------------------------------------------------------------------- what
@@ -196,6 +241,72 @@ class RunContext:
 
     def to_dict(self) -> dict[str, str]:
         return asdict(self)
+
+
+def dataset_digest(dataset_version: str) -> str:
+    """The short data identity MLflow shows as a dataset's digest (at most 36 characters).
+
+    The DVC md5 when the version carries one (``...;dvc-md5:<md5>``), the git commit of a DVC
+    revision (``dvc:<commit>:<path>``), else the first 32 hex digits of the content
+    fingerprint (``sha256:<hex>``).
+    """
+    md5 = re.search(r"dvc-md5:([^;]+)", dataset_version)
+    if md5:
+        return md5.group(1)[:_DIGEST_MAX]
+    if dataset_version.startswith("dvc:"):
+        return dataset_version.split(":")[1][:32]
+    if dataset_version.startswith("sha256:"):
+        return dataset_version[len("sha256:") :][:32]
+    return dataset_version[:_DIGEST_MAX] or "unknown"
+
+
+def dataset_input(dataset_uri: str, dataset_version: str, *, context: str = "training") -> Any:
+    """The MLflow ``DatasetInput`` for the data a run used.
+
+    Source: the S3 prefix (type ``s3``), the local directory (``local``) or, for a DVC revision,
+    the path in the repository at that commit (``dvc``); profile: the full dataset version.
+    """
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+
+    path = dataset_uri.rstrip("/")
+    if dataset_version.startswith("dvc:"):
+        source_type = "dvc"
+        source = {"uri": dataset_uri, "rev": dataset_version.split(":")[1]}
+    else:
+        source_type = "s3" if dataset_uri.startswith("s3://") else "local"
+        source = {"uri": dataset_uri}
+    name = PurePosixPath(path.split("://", 1)[-1]).name or "dataset"
+    dataset = Dataset(
+        name=name,
+        digest=dataset_digest(dataset_version),
+        source_type=source_type,
+        source=json.dumps(source),
+        profile=json.dumps({"dataset_version": dataset_version}),
+    )
+    return DatasetInput(dataset, tags=[InputTag(DATASET_CONTEXT_TAG, context)])
+
+
+def log_dataset(run_id: str, context: RunContext, *, tracking_uri: str | None = None) -> None:
+    """Record ``context``'s dataset as the run's dataset input (nothing when it has no URI).
+
+    MLflow's SQL store adds a dataset to the experiment by look-then-insert, so runs logging
+    the same dataset at the same moment (the pipeline's training tasks) can lose the insert
+    to each other; the loser tries again and then finds it.
+    """
+    from mlflow.exceptions import MlflowException
+
+    if not context.dataset_uri:
+        return
+    entity = dataset_input(context.dataset_uri, context.dataset_version)
+    mlflow_client = client(tracking_uri)
+    for attempt in range(5):
+        try:
+            mlflow_client.log_inputs(run_id, datasets=[entity])
+            return
+        except MlflowException as exc:
+            if attempt == 4 or not _LOST_INSERT.search(str(exc)):
+                raise
+            time.sleep(0.05 * (attempt + 1))
 
 
 def flatten_params(config: Any, prefix: str = "") -> dict[str, str]:
@@ -328,11 +439,13 @@ def training_run(
     context: RunContext,
     tracking_uri: str | None = None,
     experiment: str = DEFAULT_EXPERIMENT,
+    parent_run_id: str | None = None,
 ) -> Iterator[TrainingRun]:
     """Open a run for training ``model_name``; it ends FINISHED, or FAILED if the block raises.
 
     ``role`` is ``candidate`` or ``baseline``. ``config`` (a ``TrainConfig`` or mapping) is
-    logged flattened as params next to the dataset and code versions.
+    logged flattened as params next to the dataset and code versions; the dataset is the run's
+    dataset input. With ``parent_run_id`` (the pipeline's run) the run is its child.
     """
     uri = configure(tracking_uri)
     experiment_id = ensure_experiment(experiment, uri)
@@ -343,6 +456,8 @@ def training_run(
         "palsyseg.model": model_name,
         "mlflow.user": context.trained_by or current_user(),
     }
+    if parent_run_id:
+        tags["mlflow.parentRunId"] = parent_run_id
     run = mlflow_client.create_run(experiment_id, run_name=f"{role}-{model_name}", tags=tags)
     run_id = run.info.run_id
     params = {**flatten_params(config), **context.params(), "model": model_name}
@@ -352,6 +467,7 @@ def training_run(
     for start in range(0, len(batch), 90):  # MLflow caps a batch at 100 params
         mlflow_client.log_batch(run_id, params=batch[start : start + 90])
     log_json(run_id, environment_info(), "environment.json", tracking_uri=uri)
+    log_dataset(run_id, context, tracking_uri=uri)
     log.info("MLflow run %s (%s %s) at %s", run_id, role, model_name, uri)
     try:
         yield TrainingRun(run_id, uri)
@@ -378,11 +494,13 @@ def log_model(
     """Log a palsyseg checkpoint: its network as an MLflow model, and the file itself.
 
     The network is ``palsyseg.train.load_checkpoint_model(checkpoint)``; see
-    :func:`log_network`. Returns the model URI (``runs:/<run_id>/model``).
+    :func:`log_network`. The checkpoint's ``weights_sha256``, when its metadata has one, is
+    tagged on the run and the logged model. Returns the model URI (``runs:/<run_id>/model``).
     """
     from palsyseg.train import load_checkpoint_model
 
     model, meta = load_checkpoint_model(Path(checkpoint), map_location="cpu")
+    weights = meta.get("weights_sha256")
     return log_network(
         run_id,
         model,
@@ -391,6 +509,7 @@ def log_model(
         model_name=str(meta.get("model_name", "")),
         tracking_uri=tracking_uri,
         input_example=input_example,
+        weights_sha256=str(weights) if weights else None,
     )
 
 
@@ -403,6 +522,7 @@ def log_network(
     model_name: str = "",
     tracking_uri: str | None = None,
     input_example: Any = None,
+    weights_sha256: str | None = None,
 ) -> str:
     """Log ``model`` as an MLflow PyTorch model and ``checkpoint`` under ``checkpoint/``.
 
@@ -411,7 +531,8 @@ def log_network(
     ``image_size``, i.e. the ImageNet mean) and its output, pinned requirements without local
     version labels, and the palsyseg package as ``code_paths`` so it loads without palsyseg
     installed. The run gets tags ``palsyseg.checkpoint`` (artifact path) and
-    ``palsyseg.model_uri``.
+    ``palsyseg.model_uri``; with ``weights_sha256`` (the checkpoint's weights digest) the run
+    and the logged model get tag ``palsyseg.weights_sha256``.
     """
     import mlflow.pytorch  # binds `mlflow` too
     import numpy as np
@@ -431,6 +552,7 @@ def log_network(
         output = wrapped(torch.from_numpy(input_example)).numpy()
     signature = infer_signature(input_example, output)
     package_dir = Path(palsyseg.__file__).parent
+    model_tags = {WEIGHTS_TAG: weights_sha256} if weights_sha256 else None
     with mlflow.start_run(run_id=run_id):
         info = mlflow.pytorch.log_model(
             wrapped,
@@ -441,6 +563,7 @@ def log_network(
             pip_requirements=model_requirements(),
             code_paths=[str(package_dir)],
             metadata={"palsyseg_model": model_name, "num_classes": NUM_CLASSES},
+            tags=model_tags,
         )
     mlflow_client = client(uri)
     mlflow_client.log_artifact(run_id, str(checkpoint), CHECKPOINT_ARTIFACT)
@@ -448,6 +571,8 @@ def log_network(
         run_id, "palsyseg.checkpoint", f"{CHECKPOINT_ARTIFACT}/{Path(checkpoint).name}"
     )
     mlflow_client.set_tag(run_id, "palsyseg.model_uri", info.model_uri)
+    if weights_sha256:
+        mlflow_client.set_tag(run_id, WEIGHTS_TAG, weights_sha256)
     return f"runs:/{run_id}/{MODEL_ARTIFACT}"
 
 
@@ -480,6 +605,7 @@ def log_evaluation(
     *,
     report_dir: Path | None = None,
     tracking_uri: str | None = None,
+    model_runs: Mapping[str, str] | None = None,
 ) -> None:
     """Record a ``palsyseg.evaluate.EvaluationReport`` on the candidate's run.
 
@@ -488,6 +614,9 @@ def log_evaluation(
     (``report.json``, a confusion matrix per model, the per-class-F1 comparison, the overlay
     grid of test predictions) — taken from ``report_dir`` when the caller already saved it
     there — and ``gates.json``. Tags: ``gates.passed`` and ``gate.<name>`` = pass / fail.
+
+    ``model_runs`` maps other models (baselines) to their own training runs: each gets its
+    metrics as ``test_<key>`` there too, with its confusion matrix when ``report_dir`` has it.
     """
     import tempfile
 
@@ -500,6 +629,14 @@ def log_evaluation(
             {f"test_{k}{suffix}": v for k, v in _finite_metrics(evaluation.metrics).items()}
         )
     _log_metrics(mlflow_client, run_id, metrics, step=0)
+    for name, own_run in (model_runs or {}).items():
+        if name not in report.models or own_run == run_id:
+            continue
+        own = _finite_metrics(report.models[name].metrics)
+        _log_metrics(mlflow_client, own_run, {f"test_{k}": v for k, v in own.items()}, step=0)
+        plot = Path(report_dir or "") / f"confusion_{name}.png"
+        if report_dir is not None and plot.is_file():
+            mlflow_client.log_artifact(own_run, str(plot), EVALUATION_ARTIFACT)
     if report_dir is not None:
         mlflow_client.log_artifacts(run_id, str(report_dir), EVALUATION_ARTIFACT)
     else:
