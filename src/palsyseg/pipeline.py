@@ -8,11 +8,17 @@ step behaves the same wherever it runs:
 validate       fetch the dataset (local directory, ``s3://`` prefix or DVC revision) and
                check it against the contract; a broken rule fails the run
 split          patient-grouped, diagnosis-stratified train/val/test datasets
-train          one model, logged to MLflow as one run (per-epoch metrics, model, checkpoint)
+train          one model, logged to MLflow as one run (per-epoch metrics, model, checkpoint),
+               a child of the pipeline's own run
 evaluate       candidate, baselines and the registry's champion on the same test split,
-               report logged on the candidate's run, promotion gates decided
+               report logged on the candidate's run, each baseline's metrics on its run,
+               promotion gates decided, the summary put on the pipeline's run
 register       the candidate becomes version *n* with alias ``challenger`` (gates passed)
 =============  =====================================================================
+
+In MLflow a pipeline run is one parent run (named after the job) whose children are the
+candidate's and the baselines' training runs; its description is the reviewer's summary
+(:mod:`palsyseg.tracking.pipeline_runs`).
 
 The pipeline definition is ``pipelines/training_pipeline.py``; :func:`compile_pipeline`
 writes its IR YAML, :func:`run_local` runs it with ``kfp.local`` in this environment (one
@@ -262,11 +268,14 @@ def train_step(
 ) -> dict[str, Any]:
     """Train ``model`` on ``splits_dir/train`` (validating on ``val``) as one MLflow run.
 
-    The best checkpoint is copied to ``checkpoint_out`` (a file) and, with ``history_out``,
-    the per-epoch history to that JSON file; returns ``run_id``, ``model_name``, ``role``,
-    ``best_epoch`` and the best validation FPP F1.
+    The run is a child of the pipeline's run (found or created from ``context``'s pipeline
+    run, code and data version; see :mod:`palsyseg.tracking.pipeline_runs`), which is marked
+    FAILED when training fails. The best checkpoint is copied to ``checkpoint_out`` (a file)
+    and, with ``history_out``, the per-epoch history to that JSON file; returns ``run_id``,
+    ``model_name``, ``role``, ``best_epoch`` and the best validation FPP F1.
     """
     from palsyseg.atomic import atomic_path, atomic_write_json
+    from palsyseg.tracking.pipeline_runs import end_pipeline_run, open_pipeline_run
     from palsyseg.tracking.runs import RunContext, training_run
     from palsyseg.train import train_model
 
@@ -276,18 +285,29 @@ def train_step(
     # kfp.local resolves the job-name placeholder inside a ParallelFor as
     # "<job>/for-loop-N-iteration-M"; every run of one pipeline run carries the job's name.
     context = dataclasses.replace(context, pipeline_run=context.pipeline_run.split("/")[0])
+    parent = open_pipeline_run(context, tracking_uri=tracking_uri)
     with tempfile.TemporaryDirectory(prefix=f"palsyseg-train-{model}-") as tmp:
-        with training_run(
-            model_name=model, role=role, config=config, context=context, tracking_uri=tracking_uri
-        ) as run:
-            result = train_model(
-                splits / "train",
-                splits / "val",
-                Path(tmp) / "run",
-                config,
-                on_epoch_end=run.log_epoch,
-            )
-            run.log_result(result, input_example=_input_example(splits / "val", config))
+        try:
+            with training_run(
+                model_name=model,
+                role=role,
+                config=config,
+                context=context,
+                tracking_uri=tracking_uri,
+                parent_run_id=parent,
+            ) as run:
+                result = train_model(
+                    splits / "train",
+                    splits / "val",
+                    Path(tmp) / "run",
+                    config,
+                    on_epoch_end=run.log_epoch,
+                )
+                run.log_result(result, input_example=_input_example(splits / "val", config))
+        except BaseException:
+            if parent is not None:
+                end_pipeline_run(parent, "FAILED", tracking_uri=tracking_uri)
+            raise
         with atomic_path(checkpoint_out) as target:
             shutil.copyfile(result.best_checkpoint, target)
     if history_out is not None:
@@ -315,12 +335,15 @@ def evaluate_step(
     ``candidate`` is ``(model name, checkpoint, MLflow run id)``; ``baselines`` are
     ``(model name, checkpoint)``. The registry's champion (if any) is downloaded and scored as
     ``champion``. ``out_dir`` receives the evaluation report and plots plus ``gates.json``;
-    everything is logged on the candidate's run. Returns ``{"passed", "gates", "metrics"}``.
+    everything is logged on the candidate's run, each baseline's own metrics on its run, and
+    the summary on the pipeline's run (:func:`palsyseg.tracking.pipeline_runs.record_evaluation`).
+    Returns ``{"passed", "gates", "metrics", "run_id", "pipeline_run_id"}``.
     """
     from palsyseg.atomic import atomic_write_text
     from palsyseg.evaluate import evaluate_models
     from palsyseg.tracking import registry
     from palsyseg.tracking.gates import evaluate_gates, policy_from_dict
+    from palsyseg.tracking.pipeline_runs import pipeline_family, record_evaluation
     from palsyseg.tracking.runs import log_evaluation
 
     policy = policy_from_dict(gates)
@@ -352,13 +375,31 @@ def evaluate_step(
     )
     atomic_write_text(out_dir / GATES_FILE, json.dumps(gate_report.to_dict(), indent=2) + "\n")
     _write_info(out_dir, {"candidate": name, "run_id": run_id, "passed": gate_report.passed})
-    log_evaluation(run_id, report, gate_report, report_dir=out_dir, tracking_uri=tracking_uri)
+    family = pipeline_family(run_id, tracking_uri=tracking_uri)
+    log_evaluation(
+        run_id,
+        report,
+        gate_report,
+        report_dir=out_dir,
+        tracking_uri=tracking_uri,
+        model_runs=family.model_runs("baseline", names) if family is not None else None,
+    )
+    if family is not None:
+        record_evaluation(
+            family,
+            report,
+            gate_report,
+            candidate_run_id=run_id,
+            policy=policy,
+            tracking_uri=tracking_uri,
+        )
     log.info("gates for %s (run %s): %s", name, run_id, gate_report.summary())
     return {
         "passed": gate_report.passed,
         "gates": gate_report.to_dict(),
         "metrics": dict(report.models[name].metrics),
         "run_id": run_id,
+        "pipeline_run_id": family.run_id if family is not None else None,
     }
 
 
@@ -390,11 +431,14 @@ def register_step(
     """Register the candidate's run as ``challenger`` with its gate results; return the version.
 
     Data version, code version, trainer and pipeline run come from the run's own tags, so
-    the version records what the run really used.
+    the version records what the run really used; so does the checkpoint's weights digest
+    (tag ``weights_sha256``, when the checkpoint recorded one). The pipeline run's summary
+    then names the version.
     """
     from palsyseg.tracking import registry
     from palsyseg.tracking.gates import policy_from_dict
-    from palsyseg.tracking.runs import RunContext, client
+    from palsyseg.tracking.pipeline_runs import record_registration
+    from palsyseg.tracking.runs import WEIGHTS_TAG, RunContext, client
 
     policy = policy_from_dict(gates)
     gate_report = read_gates(report_dir)
@@ -405,7 +449,8 @@ def register_step(
         for k, v in report["models"][candidate]["metrics"].items()
         if isinstance(v, int | float)
     }
-    tags = client(tracking_uri).get_run(run_id).data.tags
+    mlflow_client = client(tracking_uri)
+    tags = mlflow_client.get_run(run_id).data.tags
     context = RunContext(
         dataset_uri=tags.get("data.uri", ""),
         dataset_version=tags.get("data.version", ""),
@@ -413,7 +458,7 @@ def register_step(
         pipeline_run=tags.get("pipeline.run", ""),
         trained_by=tags.get("trained_by", ""),
     )
-    return registry.register_challenger(
+    version = registry.register_challenger(
         run_id,
         gate_report=gate_report,
         metrics=metrics,
@@ -421,6 +466,13 @@ def register_step(
         policy=policy,
         tracking_uri=tracking_uri,
     )
+    weights = tags.get(WEIGHTS_TAG)
+    if weights:
+        mlflow_client.set_model_version_tag(
+            policy.registered_model, version, "weights_sha256", weights
+        )
+    record_registration(run_id, version, policy.registered_model, tracking_uri=tracking_uri)
+    return version
 
 
 # --------------------------------------------------------------------------- arguments
@@ -562,6 +614,8 @@ class LocalRun:
     version: str | None
     candidate_run_id: str
     tracking_uri: str
+    pipeline_run_id: str | None = None  # the MLflow parent run of this job's training runs
+    mlflow_url: str = ""  # the experiment's runs table (a tracking server only)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -572,6 +626,8 @@ class LocalRun:
             "version": self.version,
             "candidate_run_id": self.candidate_run_id,
             "tracking_uri": self.tracking_uri,
+            "pipeline_run_id": self.pipeline_run_id,
+            "mlflow_url": self.mlflow_url,
         }
 
 
@@ -598,7 +654,21 @@ def _collect_local_run(job_dir: Path, seconds: float, tracking_uri: str) -> Loca
     if register is not None:
         value = _executor_output(register).get("parameterValues", {}).get("Output")
         version = None if value is None else str(value)
-    return LocalRun(job_dir.name, job_dir, seconds, gates, version, info["run_id"], tracking_uri)
+    from palsyseg.tracking.pipeline_runs import PARENT_TAG, experiment_url
+    from palsyseg.tracking.runs import client
+
+    candidate = client(tracking_uri).get_run(info["run_id"])
+    return LocalRun(
+        job_dir.name,
+        job_dir,
+        seconds,
+        gates,
+        version,
+        info["run_id"],
+        tracking_uri,
+        pipeline_run_id=candidate.data.tags.get(PARENT_TAG),
+        mlflow_url=experiment_url(tracking_uri, candidate.info.experiment_id),
+    )
 
 
 @contextlib.contextmanager

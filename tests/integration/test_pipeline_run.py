@@ -5,11 +5,18 @@ it in its first task, validates, splits, trains the candidate and one baseline f
 at 32 px, evaluates them, and registers a ``challenger``. A reviewer promotes it; a second
 run reuses the cached steps (same MLflow training run), evaluates the champion too, and —
 under a strict policy — registers nothing. A broken dataset stops the run at validation.
+
+The same run proves the reviewer's MLflow page: a machine-learning experiment, one parent
+run per pipeline run holding the candidate's and the baseline's runs with their own metrics
+and the dataset input, and a description summarising models, gates, data and registry, whose
+overlay image the server serves.
 """
 
 from __future__ import annotations
 
 import json
+import re
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -17,8 +24,9 @@ import pytest
 from palsyseg.pipeline import PipelineError, build_arguments, run_local
 from palsyseg.storage import fingerprint, upload_directory
 from palsyseg.tracking import registry
-from palsyseg.tracking.gates import policy_from_dict
-from palsyseg.tracking.runs import client
+from palsyseg.tracking.gates import load_policy, policy_from_dict
+from palsyseg.tracking.runs import NOTE_TAG, WEIGHTS_TAG, client, download_checkpoint
+from palsyseg.train import load_checkpoint_model
 
 pytestmark = pytest.mark.integration
 
@@ -108,6 +116,7 @@ def test_pipeline_end_to_end_on_s3_data_with_a_tracking_server(
         "and tags.`palsyseg.role` = 'baseline'",
     )
     assert [r.data.tags["palsyseg.model"] for r in baseline_runs] == ["unet_r18"]
+    check_mlflow_page(first, args, tracking.uri, model_name, tmp_path)
 
     registry.promote("1", reviewer="rita-reviewer", reason="first model", policy=policy)
 
@@ -132,6 +141,112 @@ def test_pipeline_end_to_end_on_s3_data_with_a_tracking_server(
     assert set(report["models"]) == {"palsynet", "unet_r18", "champion"}
     assert [v.version for v in registry.list_versions(policy=policy)] == ["1"]
     assert registry.champion_version(policy=policy) == "1"
+
+    # The re-evaluation lands on the same pipeline run (its training came from the cache):
+    # the champion's row and metrics join the summary, the registration stays on record.
+    assert second["pipeline_run_id"] == first.pipeline_run_id
+    parent = mlflow_client.get_run(first.pipeline_run_id)
+    note = parent.data.tags[NOTE_TAG].splitlines()
+    champion_row = next(line for line in note if line.startswith("| [champion v1]("))
+    assert f"| {report['models']['champion']['metrics']['f1_fpp']:.3f} |" in champion_row
+    assert "#### Gates: FAIL (compared with champion v1)" in note
+    assert "| primary_floor | ❌ fail |" in "\n".join(note)
+    registry_line = next(line for line in note if line.startswith("**Registry:**"))
+    assert "registered as [version 1]" in registry_line
+    assert "Re-evaluated since: not registered: gates failed (primary_floor)." in registry_line
+    assert parent.data.metrics["test_f1_fpp.champion"] == pytest.approx(
+        report["models"]["champion"]["metrics"]["f1_fpp"]
+    )
+    assert parent.data.tags["gates.passed"] == "false"
+
+
+def check_mlflow_page(first, args, tracking_uri: str, model_name: str, tmp_path: Path) -> None:
+    """What a reviewer sees in MLflow after the first run (gates passed, version 1)."""
+    mlflow_client = client(tracking_uri)
+    candidate = mlflow_client.get_run(first.candidate_run_id)
+    experiment_id = candidate.info.experiment_id
+
+    # The experiment opens on its training runs.
+    experiment = mlflow_client.get_experiment(experiment_id)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    assert first.mlflow_url == (
+        f"{tracking_uri}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+    )
+    with urllib.request.urlopen(first.mlflow_url, timeout=10) as response:
+        assert response.status == 200
+
+    # One pipeline run, named after the job, is the parent of the candidate's and baseline's.
+    job = candidate.data.tags["pipeline.run"]
+    pipelines = mlflow_client.search_runs(
+        [experiment_id],
+        filter_string=f"tags.`palsyseg.role` = 'pipeline' and tags.`pipeline.run` = '{job}'",
+    )
+    assert [r.info.run_id for r in pipelines] == [first.pipeline_run_id]
+    parent = mlflow_client.get_run(first.pipeline_run_id)
+    assert parent.info.run_name == job and parent.info.status == "FINISHED"
+    children = mlflow_client.search_runs(
+        [experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{first.pipeline_run_id}'"
+    )
+    by_role = {r.data.tags["palsyseg.role"]: r for r in children}
+    assert sorted(by_role) == ["baseline", "candidate"] and len(children) == 2
+    assert by_role["candidate"].info.run_id == first.candidate_run_id
+    baseline = by_role["baseline"]
+    assert baseline.data.tags["palsyseg.model"] == "unet_r18"
+
+    # Each run holds its own test metrics; the baseline's are the report's.
+    report = json.loads((first.root / "evaluate-models-op" / "report" / "report.json").read_text())
+    assert baseline.data.metrics["test_f1_fpp"] == pytest.approx(
+        report["models"]["unet_r18"]["metrics"]["f1_fpp"]
+    )
+    assert not any(key.endswith(".palsynet") for key in baseline.data.metrics)
+    assert candidate.data.metrics["test_f1_fpp"] == pytest.approx(
+        report["models"]["palsynet"]["metrics"]["f1_fpp"]
+    )
+    baseline_files = {
+        a.path for a in mlflow_client.list_artifacts(baseline.info.run_id, "evaluation")
+    }
+    assert baseline_files == {"evaluation/confusion_unet_r18.png"}
+
+    # The dataset is an input of the pipeline run and of both training runs.
+    for run_id in (first.pipeline_run_id, first.candidate_run_id, baseline.info.run_id):
+        (used,) = mlflow_client.get_run(run_id).inputs.dataset_inputs
+        assert used.dataset.name == "v1"
+        assert used.dataset.source_type == "s3"
+        assert json.loads(used.dataset.source) == {"uri": args.dataset_uri}
+        assert used.dataset.digest == args.dataset_version.removeprefix("sha256:")[:32]
+
+    # The description: models, gates, data version, registry outcome, the overlay image.
+    note = parent.data.tags[NOTE_TAG]
+    lines = note.splitlines()
+    runs = f"#/experiments/{experiment_id}/runs"
+    assert any(
+        line.startswith(f"| **[palsynet]({runs}/{first.candidate_run_id})** | candidate |")
+        for line in lines
+    ), note
+    assert any(
+        line.startswith(f"| [unet_r18]({runs}/{baseline.info.run_id}) | baseline |")
+        for line in lines
+    ), note
+    assert f"| data version | `{args.dataset_version}` |" in lines
+    assert "#### Gates: pass (compared with no champion)" in lines
+    assert "| primary_floor | ✅ pass |" in note
+    production = load_policy(POLICY)
+    assert f"min_primary 0.0 (production {production.min_primary})" in note
+    assert (
+        f"**Registry:** registered as [version 1](#/models/{model_name}/versions/1) "
+        f"of `{model_name}`, alias `challenger`."
+    ) in lines
+    overlay = re.search(r"!\[test predictions\]\((get-artifact\?[^)]+)\)", note)
+    assert overlay is not None, note
+    with urllib.request.urlopen(f"{tracking_uri}/{overlay.group(1)}", timeout=10) as response:
+        assert response.read(8) == b"\x89PNG\r\n\x1a\n"
+
+    # The version carries the checkpoint's weights digest when the checkpoint records one.
+    checkpoint = download_checkpoint(first.candidate_run_id, tmp_path / "candidate")
+    weights = load_checkpoint_model(checkpoint)[1].get("weights_sha256")
+    assert candidate.data.tags.get(WEIGHTS_TAG) == weights
+    version_tags = mlflow_client.get_model_version(model_name, "1").tags
+    assert version_tags.get("weights_sha256") == weights
 
 
 def test_a_broken_dataset_stops_the_pipeline_at_validation(tmp_path: Path) -> None:
