@@ -16,8 +16,10 @@ What a run promises:
   best FPP F1 (``f1_fpp``, ties broken by ``mean_f1``, then the earlier epoch) is kept as
   ``OUT/best.pt`` together with the palsy threshold chosen on validation
   (:func:`~palsyseg.metrics.choose_palsy_threshold`). ``OUT/history.json`` holds every epoch.
-- **Checkpoint files** hold plain types and tensors only, so they load with
-  ``torch.load(..., weights_only=True)``; :func:`load_checkpoint_model` rebuilds the model by
+- **Checkpoint files** (:mod:`palsyseg.checkpoint`) hold plain types and tensors only, so they
+  load with ``torch.load(..., weights_only=True)``, and carry SHA-256 digests checked on every
+  load; ``last.pt`` is written before ``best.pt`` and a run directory left by a killed write is
+  made whole when the next run starts in it. :func:`load_checkpoint_model` rebuilds the model by
   name through :func:`palsyseg.models.create_model`.
 - **Devices.** AMP and channels-last run only on CUDA. Under ``torchrun`` (``WORLD_SIZE > 1``)
   the model is wrapped in DDP (gloo on CPU, nccl on CUDA), ``batch_size`` is the *global* batch
@@ -34,10 +36,8 @@ import dataclasses
 import logging
 import math
 import os
-import pickle
 import random
 import time
-import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,7 +48,18 @@ import torch
 from torch import nn
 
 from palsyseg.align import FaceFrame
-from palsyseg.atomic import atomic_path, atomic_write_json
+from palsyseg.atomic import atomic_write_json
+from palsyseg.checkpoint import (
+    BEST_CHECKPOINT,
+    CHECKPOINT_FORMAT,
+    CHECKPOINT_VERSION,
+    LAST_CHECKPOINT,
+    CheckpointError,
+    read_checkpoint,
+    reconcile_run,
+    save_checkpoint,
+)
+from palsyseg.checkpoint import load_checkpoint_model as load_checkpoint_model
 from palsyseg.errors import ConfigError, PalsysegError, Problem
 from palsyseg.labels import LABEL_NAMES, NUM_CLASSES, SIDES
 from palsyseg.losses import LossConfig, SegmentationLoss
@@ -56,10 +67,6 @@ from palsyseg.models import create_model, list_models
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_FORMAT = "palsyseg.checkpoint"
-CHECKPOINT_VERSION = 1
-LAST_CHECKPOINT = "last.pt"
-BEST_CHECKPOINT = "best.pt"
 HISTORY_FILE = "history.json"
 
 # Settings a resumed run must share with the run that wrote the checkpoint; the rest (epochs,
@@ -162,10 +169,6 @@ class TrainResult:
     palsy_threshold: float
 
 
-class CheckpointError(PalsysegError):
-    """A checkpoint is missing, unreadable, foreign, or does not fit the run."""
-
-
 class TrainingError(PalsysegError):
     """Training cannot go on (a non-finite loss, too little data)."""
 
@@ -187,102 +190,10 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _unpickler_reason(message: str) -> str:
-    """The one informative line of torch's long weights_only refusal message."""
-    _, _, rest = message.partition("WeightsUnpickler error:")
-    lines = [line.strip() for line in (rest or message).splitlines() if line.strip()]
-    reason = lines[0] if lines else "unpickling refused"
-    return reason.split(" was not an allowed global")[0]
-
-
-def read_checkpoint(path: str | os.PathLike[str], map_location: str = "cpu") -> dict[str, Any]:
-    """Load a palsyseg checkpoint with ``weights_only=True`` and check its format.
-
-    Raises :class:`CheckpointError` naming the file when it is missing, not a torch file,
-    truncated, holds pickled objects beyond plain types and tensors, or is not ours.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(Problem(file=str(path), rule="checkpoint file does not exist"))
-    try:
-        data = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as exc:
-        raise CheckpointError(
-            Problem(
-                file=str(path),
-                rule="refused: not a plain-weights torch file, so it is not unpickled "
-                f"(weights_only=True: {_unpickler_reason(str(exc))})",
-            )
-        ) from None
-    except (RuntimeError, EOFError, ValueError, OSError, zipfile.BadZipFile) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(
-            Problem(
-                file=str(path),
-                rule=f"not a readable torch checkpoint (corrupt or truncated: {first})",
-            )
-        ) from None
-    if not isinstance(data, dict) or data.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(
-            Problem(
-                file=str(path),
-                rule=f"not a palsyseg checkpoint (no format={CHECKPOINT_FORMAT!r} entry; "
-                "a bare state_dict or another tool's file?)",
-            )
-        )
-    if data.get("version") != CHECKPOINT_VERSION:
-        raise CheckpointError(
-            Problem(
-                file=str(path),
-                rule=f"checkpoint format version {data.get('version')!r} is not supported "
-                f"(this palsyseg reads version {CHECKPOINT_VERSION})",
-            )
-        )
-    for key in ("model_state", "metadata"):
-        if not isinstance(data.get(key), dict):
-            raise CheckpointError(
-                Problem(file=str(path), rule=f"checkpoint has no {key!r} mapping")
-            )
-    return data
-
-
-def load_checkpoint_model(
-    path: str | os.PathLike[str], map_location: str = "cpu"
-) -> tuple[nn.Module, dict[str, Any]]:
-    """Rebuild the model a checkpoint was trained as, load its weights, return it in eval mode.
-
-    Returns ``(model, metadata)``; metadata holds plain types: ``model_name``, ``num_classes``,
-    ``image_size``, ``palsy_threshold``, ``train_config`` (dict), ``epoch``, ``val_metrics``,
-    ``label_names``. Raises :class:`CheckpointError` for anything that is not a loadable
-    palsyseg checkpoint (see :func:`read_checkpoint`) or whose weights do not fit the model.
-    """
-    data = read_checkpoint(path, map_location)
-    meta = data["metadata"]
-    try:
-        name, num_classes = meta["model_name"], int(meta["num_classes"])
-        kwargs = dict(meta.get("train_config", {}).get("model_kwargs", {}))
-    except (KeyError, TypeError, ValueError) as exc:
-        raise CheckpointError(Problem(file=str(path), rule=f"metadata lacks {exc}")) from None
-    try:
-        model = create_model(name, num_classes=num_classes, **kwargs)
-    except (ValueError, TypeError) as exc:
-        raise CheckpointError(
-            Problem(file=str(path), rule=f"cannot rebuild the model: {exc}")
-        ) from None
-    try:
-        model.load_state_dict(data["model_state"], strict=True)
-    except RuntimeError as exc:
-        first = str(exc).strip().splitlines()[0]
-        raise CheckpointError(
-            Problem(file=str(path), rule=f"weights do not fit model {name!r}: {first}")
-        ) from None
-    model.to(map_location).eval()
-    return model, meta
-
-
-def _save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+# The file format, its reading, writing and verification live in palsyseg.checkpoint; its names
+# are re-exported here for callers of palsyseg.train.load_checkpoint_model / read_checkpoint.
+# Every checkpoint of a run is written through this name (a seam tests watch).
+_save_checkpoint = save_checkpoint
 
 
 # ----------------------------------------------------------------------------------------------
@@ -630,6 +541,8 @@ def train_model(
             )
         )
     procs, device = _start_processes(config)
+    if procs.is_main:  # the directory's only writer: clear what a killed write left
+        reconcile_run(out_dir, also=(HISTORY_FILE,))
     try:
         with _deterministic(device):
             result = _train(
@@ -807,15 +720,19 @@ def _finish_epoch(
     state["epoch"] = epoch + 1
     metadata = _metadata(run.config, epoch + 1, metrics, threshold)
     key = list(_selection_key(metrics))
-    if key > state["best_key"]:  # strictly better: on a tie the earlier epoch stays
+    new_best = key > state["best_key"]  # strictly better: on a tie the earlier epoch stays
+    if new_best:
         state.update(
             best_key=key,
             best_epoch=epoch + 1,
             best_val_metrics=dict(metrics),
             best_threshold=float(threshold),
         )
-        _save_checkpoint(run.out_dir / BEST_CHECKPOINT, run.payload(metadata, training=False))
+    # last.pt first: best.pt never describes an epoch last.pt has not recorded, and a kill
+    # between the two is completed from last.pt at the next start (checkpoint.reconcile_run).
     _save_checkpoint(run.out_dir / LAST_CHECKPOINT, run.payload(metadata, training=True))
+    if new_best:
+        _save_checkpoint(run.out_dir / BEST_CHECKPOINT, run.payload(metadata, training=False))
     atomic_write_json(run.out_dir / HISTORY_FILE, state["history"], indent=1)
 
 

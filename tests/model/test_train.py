@@ -367,3 +367,93 @@ def test_params_section_reaches_model_kwargs_and_loss() -> None:
     assert config.loss.edge_weight == 0.25
     with pytest.raises(ConfigError, match=r"params.yaml:train.model_kwargs: expected a mapping"):
         from_section({"model_kwargs": [1]}, TrainConfig, where="params.yaml:train")
+
+
+# --- checkpoints after a kill: last.pt before best.pt, temp files cleared, digests -----------
+
+KILLED_RUN = """
+import os, signal, sys
+from pathlib import Path
+import torch
+from palsyseg import train
+from palsyseg.train import TrainConfig, train_model
+
+scores = iter([0.2, 0.5, 0.9])  # every epoch a new best
+train.validate = lambda *a, **k: ({"f1_fpp": next(scores), "mean_f1": 0.5, "miou": 0.0}, 0.1)
+real_save = torch.save
+
+def save_then_die(obj, target, *args, **kwargs):
+    real_save(obj, target, *args, **kwargs)
+    # the whole of epoch 2's best.pt is in its temp file, not yet renamed: die here
+    if Path(target).name.startswith(".best.") and obj["metadata"]["epoch"] == 2:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+torch.save = save_then_die
+split, out = Path(sys.argv[1]), Path(sys.argv[2])
+config = TrainConfig(epochs=3, batch_size=3, image_size=32, device="cpu", seed=3)
+train_model(split / "train", split / "val", out, config)
+"""
+
+
+def test_a_kill_while_writing_best_never_leaves_best_ahead_and_the_next_start_repairs(
+    split: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import subprocess
+    import sys
+
+    from palsyseg.checkpoint import WEIGHTS_DIGEST, reconcile_run, state_sha256
+
+    out = tmp_path / "run"
+    env = {**__import__("os").environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(
+        [sys.executable, "-c", KILLED_RUN, str(split), str(out)], env=env, check=False
+    )
+    assert done.returncode == -9  # SIGKILL: no finally, no cleanup ran
+    (stale,) = out.glob(".best.*.tmp.pt")  # checkpoint-sized, left by the kill
+    assert stale.stat().st_size > 1_000_000
+    last, best = read_checkpoint(out / "last.pt"), read_checkpoint(out / "best.pt")
+    # last.pt was written first: it has epoch 2 (and says 2 is the best); best.pt is not ahead
+    assert last["metadata"]["epoch"] == 2 and last["training"]["best_epoch"] == 2
+    assert best["metadata"]["epoch"] == 1
+
+    reconcile_run(out)  # what the next train_model in this directory does first
+    assert not list(out.glob(".*.tmp.*"))
+    best = read_checkpoint(out / "best.pt")
+    assert best["metadata"]["epoch"] == 2 and "training" not in best
+    assert best["metadata"][WEIGHTS_DIGEST] == state_sha256(last["model_state"])
+
+    scores = iter([0.3])  # the resumed epoch 3 is worse than 0.5: best stays epoch 2
+    monkeypatch.setattr(
+        train_module,
+        "validate",
+        lambda *a, **k: ({"f1_fpp": next(scores), "mean_f1": 0.4, "miou": 0.0}, 0.1),
+    )
+    config = TrainConfig(**{**TINY, "epochs": 3})
+    result = train_model(split / "train", split / "val", out, config, resume=True)
+    assert result.best_epoch == 2 and [e["epoch"] for e in result.history] == [1, 2, 3]
+    assert read_checkpoint(out / "best.pt")["metadata"]["epoch"] == 2
+    assert read_checkpoint(out / "last.pt")["training"]["best_epoch"] == 2
+    assert sorted(p.name for p in out.iterdir()) == ["best.pt", "history.json", "last.pt"]
+
+
+def test_temp_files_of_a_killed_first_write_are_cleared_by_a_fresh_start(
+    split: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "run"
+    out.mkdir()
+    for name in (".last.k1ll3d00.tmp.pt", ".best.k1ll3d00.tmp.pt", ".history.k1ll3d00.tmp.json"):
+        (out / name).write_bytes(b"\x00" * 4096)  # what a SIGKILL mid-write leaves
+    train_model(split / "train", split / "val", out, TrainConfig(**TINY))
+    assert sorted(p.name for p in out.iterdir()) == ["best.pt", "history.json", "last.pt"]
+
+
+def test_every_checkpoint_of_a_run_carries_its_weights_digest(trained: Path) -> None:
+    from palsyseg.checkpoint import TRAINING_DIGEST, WEIGHTS_DIGEST, state_sha256
+
+    for name in ("best.pt", "last.pt"):
+        data = read_checkpoint(trained / name)
+        assert data["metadata"][WEIGHTS_DIGEST] == state_sha256(data["model_state"])
+    _, meta = load_checkpoint_model(trained / "best.pt")
+    assert len(meta[WEIGHTS_DIGEST]) == 64  # for the tracking layer to store on the model version
+    last = read_checkpoint(trained / "last.pt")
+    assert last[TRAINING_DIGEST] == state_sha256(last["training"])
