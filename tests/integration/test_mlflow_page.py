@@ -151,7 +151,22 @@ def test_racing_training_tasks_end_with_one_parent_holding_every_child(tracking)
         ).info.run_id
     )
 
-    family = pipeline_family(children[-1])
+    # A parent a task took just before its creator gave it up (deleted it) for an older one.
+    given_up = mlflow_client.create_run(
+        experiment_id,
+        run_name=context.pipeline_run,
+        tags={**{k: v for k, v in context.tags().items() if v}, "palsyseg.role": "pipeline"},
+    ).info.run_id
+    children.append(
+        mlflow_client.create_run(
+            experiment_id,
+            run_name="baseline-late",
+            tags={PARENT_TAG: given_up, "palsyseg.role": "baseline", "palsyseg.model": "late"},
+        ).info.run_id
+    )
+    mlflow_client.delete_run(given_up)
+
+    family = pipeline_family(children[-2])
     assert family is not None
     active = mlflow_client.search_runs(
         [experiment_id], filter_string="tags.`palsyseg.role` = 'pipeline'"

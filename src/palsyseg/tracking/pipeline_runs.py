@@ -83,12 +83,22 @@ def _key(tags: Mapping[str, str]) -> tuple[str, ...]:
     return tuple(tags.get(name, "") for name in _KEY_TAGS)
 
 
-def _pipeline_runs(mlflow_client: Any, experiment_id: str, key: Sequence[str]) -> list[Any]:
-    """Active pipeline runs with ``key``, oldest first (ties broken by run id)."""
+def _pipeline_runs(
+    mlflow_client: Any, experiment_id: str, key: Sequence[str], *, deleted: bool = False
+) -> list[Any]:
+    """Active (with ``deleted``: also deleted) pipeline runs with ``key``, oldest first (ties
+    broken by run id)."""
+    from mlflow.entities import ViewType
+
     query = f"tags.`palsyseg.role` = '{PIPELINE_ROLE}'"
     if "'" not in key[0]:  # job names never hold one; the key is compared below anyway
         query += f" and tags.`pipeline.run` = '{key[0]}'"
-    found = mlflow_client.search_runs([experiment_id], filter_string=query, max_results=1000)
+    found = mlflow_client.search_runs(
+        [experiment_id],
+        filter_string=query,
+        run_view_type=ViewType.ALL if deleted else ViewType.ACTIVE_ONLY,
+        max_results=1000,
+    )
     same = [run for run in found if _key(run.data.tags) == tuple(key)]
     return sorted(same, key=lambda run: (run.info.start_time or 0, run.info.run_id))
 
@@ -175,7 +185,9 @@ def pipeline_family(run_id: str, *, tracking_uri: str | None = None) -> Pipeline
     """The pipeline run that training run ``run_id`` belongs to, with all its children.
 
     Parents that concurrent training tasks created for the same key are merged here into the
-    oldest. ``None`` when the run has no parent.
+    oldest active one: the children of every other (a deleted one too: a task may have taken
+    a parent just before its creator gave it up) move to it. ``None`` when the run has no
+    parent.
     """
     mlflow_client = client(tracking_uri)
     run = mlflow_client.get_run(run_id)
@@ -184,17 +196,19 @@ def pipeline_family(run_id: str, *, tracking_uri: str | None = None) -> Pipeline
         return None
     parent = mlflow_client.get_run(parent_id)
     experiment_id = parent.info.experiment_id
-    found = _pipeline_runs(mlflow_client, experiment_id, _key(parent.data.tags))
-    keep = found[0] if found else parent
-    duplicates = [r.info.run_id for r in found[1:]]
-    if parent_id != keep.info.run_id and parent_id not in duplicates:
-        duplicates.append(parent_id)  # already deleted, its children not yet moved
-    for duplicate in duplicates:
-        for child in _children(mlflow_client, experiment_id, duplicate):
+    key = _key(parent.data.tags)
+    active = _pipeline_runs(mlflow_client, experiment_id, key)
+    keep = active[0] if active else parent
+    for other in _pipeline_runs(mlflow_client, experiment_id, key, deleted=True):
+        if other.info.run_id == keep.info.run_id:
+            continue
+        moved = _children(mlflow_client, experiment_id, other.info.run_id)
+        for child in moved:
             mlflow_client.set_tag(child.info.run_id, PARENT_TAG, keep.info.run_id)
-        if mlflow_client.get_run(duplicate).info.lifecycle_stage == "active":
-            mlflow_client.delete_run(duplicate)
-        log.info("merged pipeline run %s into %s", duplicate, keep.info.run_id)
+        if other.info.lifecycle_stage == "active":
+            mlflow_client.delete_run(other.info.run_id)
+        if moved or other.info.lifecycle_stage == "active":
+            log.info("merged pipeline run %s into %s", other.info.run_id, keep.info.run_id)
     return PipelineFamily(keep, _children(mlflow_client, experiment_id, keep.info.run_id))
 
 
