@@ -293,7 +293,9 @@ class PipelineSummary:
         lines += ["| gate | verdict | why |", "|---|---|---|"]
         for result in self.gates.results:
             mark = "✅ pass" if result.passed else "❌ fail"
-            lines.append(f"| {result.name} | {mark} | {_cell(result.detail)} |")
+            # MLflow cuts a tag at 8000 characters: keep the table well inside that
+            why = result.detail if len(result.detail) <= 240 else result.detail[:239] + "…"
+            lines.append(f"| {result.name} | {mark} | {_cell(why)} |")
         shown = ", ".join(f"{k} {_threshold(v)}" for k, v in sorted(self.thresholds.items()))
         lines += ["", f"Thresholds: {shown}."]
         if self.relaxed:
