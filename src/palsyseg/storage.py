@@ -74,24 +74,83 @@ def endpoint_url() -> str | None:
     return os.environ.get("AWS_ENDPOINT_URL") or os.environ.get("MLFLOW_S3_ENDPOINT_URL") or None
 
 
+# An endpoint that does not answer fails in seconds, not minutes: 5 s to connect, 3 attempts
+# with standard backoff (AWS_MAX_ATTEMPTS, when set, wins over the attempts).
+CONNECT_TIMEOUT_S = 5
+READ_TIMEOUT_S = 60
+MAX_ATTEMPTS = 3
+
+
 def s3_client(endpoint: str | None = None) -> Any:
-    """A boto3 S3 client for ``endpoint`` (default :func:`endpoint_url`), path-style addressing."""
+    """A boto3 S3 client for ``endpoint`` (default :func:`endpoint_url`), path-style addressing,
+    with bounded timeouts and retries."""
     import boto3
     from botocore.config import Config
 
     region = os.environ.get("AWS_DEFAULT_REGION") or os.environ.get("AWS_REGION") or "us-east-1"
+    retries: dict[str, Any] = {"mode": "standard"}
+    if not os.environ.get("AWS_MAX_ATTEMPTS"):
+        retries["max_attempts"] = MAX_ATTEMPTS
     # A fresh session reads the credentials now; boto3's default session caches the first ones.
     return boto3.session.Session().client(
         "s3",
         endpoint_url=endpoint or endpoint_url(),
         region_name=region,
-        config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 5}),
+        config=Config(
+            s3={"addressing_style": "path"},
+            retries=retries,
+            connect_timeout=CONNECT_TIMEOUT_S,
+            read_timeout=READ_TIMEOUT_S,
+        ),
     )
 
 
+_S3_ADVICE = {
+    "AccessDenied": "check the S3 keys (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY) and their rights",
+    "InvalidAccessKeyId": "check AWS_ACCESS_KEY_ID",
+    "SignatureDoesNotMatch": "check AWS_SECRET_ACCESS_KEY",
+    "NoSuchBucket": "the bucket does not exist; check the URI",
+    "NoSuchKey": "the object does not exist; check the URI",
+    "403": "check the S3 keys (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY) and their rights",
+    "404": "check the URI (bucket and prefix)",
+}
+
+
+def describe_s3_error(exc: BaseException, uri: str | None = None, action: str | None = None) -> str:
+    """One line for a boto3/botocore error: what (URI or endpoint, operation), the status
+    (HTTP code and S3 error code, or the connection failure) and what to do."""
+    from botocore.exceptions import ClientError, NoCredentialsError, PartialCredentialsError
+
+    from palsyseg.connectivity import network_reason
+
+    variable = next(
+        (v for v in ("AWS_ENDPOINT_URL", "MLFLOW_S3_ENDPOINT_URL") if os.environ.get(v)), None
+    )
+    endpoint = endpoint_url() or "AWS S3"
+    what = uri or f"S3 endpoint {endpoint}"
+    action = action or getattr(exc, "operation_name", None) or "request"
+    if isinstance(exc, NoCredentialsError | PartialCredentialsError):
+        return (
+            f"{what}: {action} failed (no S3 credentials); set AWS_ACCESS_KEY_ID and "
+            "AWS_SECRET_ACCESS_KEY (or AWS_PROFILE)"
+        )
+    if isinstance(exc, ClientError):
+        error = exc.response.get("Error", {})
+        code = str(error.get("Code") or "error")
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        detail = f"HTTP {status} {code}" if status and str(status) != code else code
+        advice = _S3_ADVICE.get(code) or _S3_ADVICE.get(str(status), "")
+        return f"{what}: {action} failed ({detail})" + (f"; {advice}" if advice else "")
+    reason = network_reason(exc)
+    if reason is not None:
+        fix = f"start it, or fix {variable}" if variable else "check the network"
+        return f"{what}: {action} failed (S3 endpoint {endpoint}: {reason}); {fix}"
+    first = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+    return f"{what}: {action} failed ({type(exc).__name__}: {first.strip()[:200]})"
+
+
 def _client_error(exc: Exception, uri: str, action: str) -> StorageError:
-    code = getattr(exc, "response", {}).get("Error", {}).get("Code", type(exc).__name__)
-    return StorageError(f"{uri}: {action} failed ({code})")
+    return StorageError(describe_s3_error(exc, uri, action))
 
 
 def ensure_bucket(bucket: str, *, client: Any = None) -> None:

@@ -122,8 +122,11 @@ def test_empty_prefix_and_bad_marker_are_errors(s3_env, tmp_path: Path) -> None:
 
 def test_wrong_keys_are_refused(s3_env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wrong")
-    with pytest.raises(StorageError, match="failed"):
+    with pytest.raises(StorageError, match="failed") as info:
         upload_directory(make_tree(tmp_path / "src", FILES), "s3://palsyseg-datasets/denied")
+    (line,) = info.value.lines()  # one line: the URI, the operation, the status, what to do
+    assert line.startswith("s3://palsyseg-datasets") and "HTTP 403" in line
+    assert "AWS_SECRET_ACCESS_KEY" in line
 
 
 def test_materialize_from_s3_and_from_a_local_directory(s3_env, tmp_path: Path) -> None:
@@ -145,3 +148,24 @@ def test_marker_is_json_listing_sizes_and_hashes(s3_env, tmp_path: Path) -> None
     marker = json.loads(body["Body"].read())
     assert marker["files"]["images/a.png"]["size"] == len(FILES["images/a.png"])
     assert len(marker["files"]["images/a.png"]["sha256"]) == 64
+
+
+def test_an_unreachable_endpoint_is_one_line_within_seconds(
+    s3_env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import socket
+    import time
+
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{port}")
+    started = time.monotonic()
+    with pytest.raises(StorageError) as info:
+        download_directory("s3://palsyseg-datasets/x", tmp_path / "out")
+    assert time.monotonic() - started < 15
+    assert str(info.value) == (
+        f"s3://palsyseg-datasets/x: read marker failed (S3 endpoint http://127.0.0.1:{port}: "
+        "connection refused); start it, or fix AWS_ENDPOINT_URL"
+    )
+    assert not (tmp_path / "out").exists()

@@ -35,7 +35,8 @@ if not stdout.is_terminal:  # piped or captured: do not squeeze tables into 80 c
 DataOption = Annotated[
     str | None,
     typer.Option(
-        "--data", help="Dataset directory or s3:// URI [default: params.yaml 'dataset' or data]."
+        "--data",
+        help="Dataset directory or s3:// URI (default: params.yaml 'dataset', else data).",
     ),
 ]
 DvcRevOption = Annotated[
@@ -45,11 +46,15 @@ DvcRepoOption = Annotated[
     str, typer.Option("--dvc-repo", help="DVC project (URL or directory) for --dvc-rev.")
 ]
 CandidateOption = Annotated[
-    str | None, typer.Option("--candidate", help="Candidate model [default: params evaluate].")
+    str | None,
+    typer.Option("--candidate", help="Candidate model (default: params.yaml evaluate.candidate)."),
 ]
 BaselinesOption = Annotated[
     str | None,
-    typer.Option("--baselines", help="Comma-separated baseline models [default: params evaluate]."),
+    typer.Option(
+        "--baselines",
+        help="Comma-separated baseline models (default: params.yaml evaluate.baselines).",
+    ),
 ]
 EpochsOption = Annotated[int | None, typer.Option("--epochs", min=1, help="Training epochs.")]
 ImageSizeOption = Annotated[
@@ -70,7 +75,7 @@ TrackingOption = Annotated[
     str | None,
     typer.Option(
         "--tracking-uri",
-        help="MLflow tracking URI [default: $MLFLOW_TRACKING_URI, else sqlite mlflow/mlflow.db].",
+        help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite mlflow/mlflow.db).",
     ),
 ]
 
@@ -110,8 +115,14 @@ def _arguments(
     *,
     resolve_dataset_version: bool = True,
 ) -> Any:
+    from palsyseg.cli.train import check_model_flag
     from palsyseg.pipeline import build_arguments
 
+    if candidate is not None:
+        check_model_flag("--candidate", candidate)
+    for name in (baselines or "").split(","):
+        if name.strip():
+            check_model_flag("--baselines", name.strip())
     overrides = _pairs(settings, "--set")
     if image_size is not None:
         overrides["image_size"] = image_size
@@ -199,18 +210,26 @@ def run(
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the outcome as JSON.")] = False,
 ) -> None:
-    """Run the whole pipeline locally with kfp.local (no cluster, no Docker)."""
+    """Run the whole pipeline locally with kfp.local (no cluster, no Docker).
+
+    Before any step runs, the MLflow tracking store is checked (a server must answer within
+    seconds), and so are an S3 dataset and MLFLOW_S3_ENDPOINT_URL when they are used.
+    """
     import contextlib
     import time
 
+    from palsyseg.connectivity import check_s3_endpoint, check_tracking_store
     from palsyseg.pipeline import run_local
     from palsyseg.tracking import registry
     from palsyseg.tracking.gates import policy_from_dict
 
+    check_tracking_store(tracking_uri, create=True)
+    # An s3:// dataset is fingerprinted here, through the storage layer's bounded S3 client.
     arguments = _arguments(
         data, dvc_rev, dvc_repo, candidate, baselines, epochs, image_size, batch_size,
         settings, gate, params, policy, tracking_uri,
     )  # fmt: skip
+    check_s3_endpoint()
     if threads is not None:  # read by torch in every task process
         os.environ["OMP_NUM_THREADS"] = str(threads)
     log_path = None if verbose else work_dir / "logs" / f"{time.strftime('%Y%m%d-%H%M%S')}.log"
@@ -269,7 +288,7 @@ def submit(
         str | None,
         typer.Option(
             "--tracking-uri",
-            help="MLflow URI the cluster's tasks use [default: $MLFLOW_TRACKING_URI].",
+            help="MLflow URI the cluster's tasks use (default: $MLFLOW_TRACKING_URI).",
         ),
     ] = None,
     experiment: Annotated[str, typer.Option(help="KFP experiment name.")] = "palsyseg",
@@ -356,10 +375,14 @@ def step_train(
 ) -> None:
     """Train one model as one MLflow run; OUT, OUT.json (run id), OUT.history.json."""
     from palsyseg.atomic import atomic_write_text
+    from palsyseg.cli.train import check_model_flag
+    from palsyseg.connectivity import check_tracking_store
     from palsyseg.params import load_params
     from palsyseg.pipeline import code_version, dataset_version, train_step
     from palsyseg.tracking.runs import RunContext, current_user
 
+    check_model_flag("--model", model)
+    check_tracking_store(tracking_uri, create=True)
     train = dict(load_params(params).get("train") or {})
     train.pop("model", None)
     context = RunContext(
@@ -400,12 +423,14 @@ def step_evaluate(
     ``dvc metrics``) and ``OUT/per_class_f1.json`` (every model's F1 per class, for ``dvc plots``).
     """
     from palsyseg.atomic import atomic_write_text
+    from palsyseg.connectivity import check_tracking_store
     from palsyseg.errors import ConfigError
     from palsyseg.labels import LABEL_NAMES
     from palsyseg.params import load_params
     from palsyseg.pipeline import REPORT_FILE, evaluate_step
     from palsyseg.tracking.gates import GateReport, load_policy
 
+    check_tracking_store(tracking_uri)  # the train step's runs must be there already
     names = list((load_params(params).get("evaluate") or {}).get("baselines") or [])
     if not names:
         raise ConfigError(f"{params}: evaluate.baselines lists no baseline")
@@ -449,9 +474,11 @@ def step_register(
     outcome file says ``"registered": false`` and why.
     """
     from palsyseg.atomic import atomic_write_text
+    from palsyseg.connectivity import check_tracking_store
     from palsyseg.pipeline import read_gates, register_step
     from palsyseg.tracking.gates import load_policy
 
+    check_tracking_store(tracking_uri)  # the train step's runs must be there already
     run_id = _info(models / CANDIDATE_FILE)["run_id"]
     gates = read_gates(report)
     outcome: dict[str, Any] = {"run_id": run_id, "gates": gates.summary(), "registered": False}

@@ -58,9 +58,12 @@ def _server_refusals(tracking_uri: str | None) -> Iterator[None]:
     """A tracking server that refuses (401/403) is a one-line error, not a traceback."""
     from mlflow.exceptions import MlflowException
 
+    from palsyseg.connectivity import check_tracking_store
     from palsyseg.tracking.identity import IdentityError
     from palsyseg.tracking.runs import resolve_tracking_uri
 
+    # Never create a store a mistyped URI names; a server that does not answer fails in seconds.
+    check_tracking_store(tracking_uri)
     try:
         yield
     except MlflowException as exc:

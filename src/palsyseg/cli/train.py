@@ -38,6 +38,17 @@ def _fmt(value: float | None, digits: int = 4) -> str:
     return f"{value:.{digits}f}"
 
 
+def check_model_flag(flag: str, name: str) -> str:
+    """``name`` if it is a registered model; else a :class:`ConfigError` that blames ``flag``
+    (not ``params.yaml``, which the flag overrides)."""
+    from palsyseg.errors import ConfigError
+    from palsyseg.models import list_models
+
+    if name not in list_models():
+        raise ConfigError(f"{flag} {name}: unknown model; valid names: {', '.join(list_models())}")
+    return name
+
+
 def _set_threads(threads: int | None) -> None:
     if threads is not None:
         import torch
@@ -84,12 +95,15 @@ def train(
     ] = Path("params.yaml"),
     threads: ThreadsOption = None,
 ) -> None:
-    """Train one model on SPLIT/train (or a phantom stream), validate on SPLIT/val, keep best.pt
-    and last.pt. Models run in the canonical face frame."""
+    """Train one model on SPLIT/train (or a phantom stream), validate on SPLIT/val, keep best.pt.
+
+    Also keeps last.pt, to resume from. Models run in the canonical face frame."""
     from palsyseg.errors import DatasetError, Problem
     from palsyseg.params import from_section, load_params
     from palsyseg.train import TrainConfig, train_model
 
+    if model is not None:
+        check_model_flag("--model", model)
     _set_threads(threads)
     section = dict(load_params(params).get("train") or {})
     flags = {
