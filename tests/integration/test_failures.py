@@ -293,3 +293,16 @@ def test_a_real_process_prints_one_line_and_a_traceback_only_with_debug(project:
     )
     assert debug.returncode == 1 and "Traceback (most recent call last)" in debug.stderr
     assert "ConnectivityError" in debug.stderr
+
+
+def test_a_running_tracking_server_and_s3_endpoint_pass_the_checks(
+    tracking, s3_env, monkeypatch: pytest.MonkeyPatch, cli
+) -> None:
+    from palsyseg.connectivity import check_s3_endpoint, check_tracking_store
+
+    assert check_tracking_store() == tracking.uri  # MLFLOW_TRACKING_URI, /health answers 200
+    assert check_tracking_store(tracking.uri, create=False) == tracking.uri
+    monkeypatch.setenv("MLFLOW_S3_ENDPOINT_URL", s3_env.endpoint)
+    assert check_s3_endpoint() == s3_env.endpoint  # S3 answers an anonymous GET with 403: up
+    listed = cli("registry", "list")
+    assert listed.code == 0 and listed.stderr == "", listed.stderr
