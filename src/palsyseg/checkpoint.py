@@ -155,6 +155,8 @@ def _unpickler_reason(message: str) -> str:
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     first = text.splitlines()[0] if text else ""
+    # torch's zip reader appends a paragraph of advice to the one sentence that matters
+    first = first.split(". ")[0].rstrip(".")
     # KeyError: 101 or IndexError: pop from empty list say little without their type
     if not first or not isinstance(exc, RuntimeError | ValueError | EOFError):
         first = f"{type(exc).__name__}: {first}" if first else type(exc).__name__
