@@ -41,6 +41,20 @@ def cli(capsys: pytest.CaptureFixture[str]) -> CliRunner:
     return run
 
 
+@pytest.fixture(autouse=True)
+def tracking_uri_restored() -> None:
+    """``mlflow.set_tracking_uri`` writes MLFLOW_TRACKING_URI into the environment; a test's
+    server, stopped at its end, must not become the next test's default."""
+    import os
+
+    previous = os.environ.get("MLFLOW_TRACKING_URI")
+    yield
+    if previous is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = previous
+
+
 @pytest.fixture(autouse=True, scope="session")
 def face_point_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
     """dlib's face points are cached per image; tests keep that cache out of the home folder."""

@@ -98,6 +98,17 @@ def _pairs(values: list[str] | None, flag: str) -> dict[str, Any]:
     return out
 
 
+def _check_model_flags(candidate: str | None, baselines: str | None) -> None:
+    """A mistyped model name is the flag's fault: say so before any server is contacted."""
+    from palsyseg.cli.train import check_model_flag
+
+    if candidate is not None:
+        check_model_flag("--candidate", candidate)
+    for name in (baselines or "").split(","):
+        if name.strip():
+            check_model_flag("--baselines", name.strip())
+
+
 def _arguments(
     data: str | None,
     dvc_rev: str,
@@ -115,14 +126,9 @@ def _arguments(
     *,
     resolve_dataset_version: bool = True,
 ) -> Any:
-    from palsyseg.cli.train import check_model_flag
     from palsyseg.pipeline import build_arguments
 
-    if candidate is not None:
-        check_model_flag("--candidate", candidate)
-    for name in (baselines or "").split(","):
-        if name.strip():
-            check_model_flag("--baselines", name.strip())
+    _check_model_flags(candidate, baselines)
     overrides = _pairs(settings, "--set")
     if image_size is not None:
         overrides["image_size"] = image_size
@@ -223,6 +229,7 @@ def run(
     from palsyseg.tracking import registry
     from palsyseg.tracking.gates import policy_from_dict
 
+    _check_model_flags(candidate, baselines)
     check_tracking_store(tracking_uri, create=True)
     # An s3:// dataset is fingerprinted here, through the storage layer's bounded S3 client.
     arguments = _arguments(
