@@ -21,14 +21,21 @@ any of their photos shows it. Per model the report holds:
   pass, at the checkpoint's ``image_size``, with the process's torch thread count);
 - ``params``: the parameter count.
 
-:meth:`EvaluationReport.save` writes ``report.json`` (atomic) and PNG plots (matplotlib, Agg):
-a row-normalised confusion matrix per model, a per-class F1 bar chart comparing the models, and
-an overlay grid of a few test images (image | truth | each model's prediction) with a legend
-naming each label's colour.
+Per image it keeps an :class:`ImageRecord` (the manifest's subgroup columns, the truth, each
+model's FPP fraction, side and pixel confusion), from which :mod:`palsyseg.report.subgroups`
+derives the subgroup table, and the candidate's ``worst`` images (lowest per-image mean F1)
+with their pictures.
+
+:meth:`EvaluationReport.save` writes ``report.json`` (atomic), PNG plots (matplotlib, Agg): a
+row-normalised confusion matrix per model, a per-class F1 bar chart comparing the models, an
+overlay grid of a few test images (image | truth | each model's prediction) with a legend
+naming each label's colour — and ``report.html``, the one-page reviewer's report with its model
+card (:mod:`palsyseg.report.html`).
 """
 
 from __future__ import annotations
 
+import heapq
 import json
 import logging
 import math
@@ -49,6 +56,7 @@ from palsyseg.labels import LABEL_NAMES, NUM_CLASSES, PALETTE, Label
 log = logging.getLogger(__name__)
 
 REPORT_NAME = "report.json"
+REPORT_HTML = "report.html"
 
 # The columns of the comparison table (CLI) in display order: key, header.
 SUMMARY_METRICS: tuple[tuple[str, str], ...] = (
@@ -72,10 +80,12 @@ class EvaluateConfig:
     """Images timed for ``latency_ms`` (after one warm-up pass)."""
     examples: int = 4
     """Test images in the overlay grid."""
+    worst: int = 8
+    """The candidate's worst test images shown in the HTML report."""
 
     def __post_init__(self) -> None:
-        if self.latency_images < 1 or self.examples < 0:
-            raise ValueError("latency_images must be at least 1 and examples not negative")
+        if self.latency_images < 1 or self.examples < 0 or self.worst < 0:
+            raise ValueError("latency_images must be at least 1, examples and worst not negative")
 
 
 @dataclass
@@ -98,21 +108,64 @@ class Example:
 
 
 @dataclass
+class ImageRecord:
+    """One test image: its subgroup attributes, its truth and every model's findings on it.
+
+    ``attributes`` holds the manifest's subgroup columns this row fills (``diagnosis``,
+    ``pose``, ``grade``, ``beard``, ``glasses``, ``skin_tone``; as text).
+    ``confusion[name]`` is the model's pixel confusion matrix on this image alone (the
+    dataset's matrix is their sum).
+    """
+
+    image: str
+    patient_id: str
+    attributes: dict[str, str]
+    true_palsy: bool
+    true_side: str
+    fpp_fraction: dict[str, float] = field(default_factory=dict)
+    pred_side: dict[str, str] = field(default_factory=dict)
+    confusion: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+
+    def mean_f1(self, model: str) -> float:
+        """The model's mean F1 (eq. 9) on this image; 1 when neither truth nor prediction holds
+        a face class (nothing to get wrong)."""
+        from palsyseg.metrics import segmentation_metrics
+
+        value = segmentation_metrics(self.confusion[model])["mean_f1"]
+        return value if math.isfinite(value) else 1.0
+
+
+@dataclass
 class EvaluationReport:
-    """All models on one test split; ``candidate`` names the model under review."""
+    """All models on one test split; ``candidate`` names the model under review.
+
+    ``provenance`` says where the numbers come from, for the report's model card:
+    ``test_version`` (the test split's content fingerprint, always), and where the caller knows
+    them ``data_uri``, ``data_version`` (the whole dataset's fingerprint or DVC revision),
+    ``code_version``, ``pipeline_run``, ``champion_version``. ``gates`` is the
+    :class:`~palsyseg.tracking.gates.GateReport` when the pipeline decided them.
+    """
 
     dataset: str
     candidate: str
     models: dict[str, ModelEvaluation]
     checkpoints: dict[str, str] = field(default_factory=dict)
     examples: list[Example] = field(default_factory=list, repr=False)
+    images: list[ImageRecord] = field(default_factory=list, repr=False)
+    worst: list[Example] = field(default_factory=list, repr=False)
+    provenance: dict[str, str] = field(default_factory=dict)
+    gates: Any = None
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready (non-finite numbers become ``null``)."""
+        """JSON-ready (non-finite numbers become ``null``); ``subgroups`` is the candidate's
+        subgroup table (:func:`palsyseg.report.subgroups.subgroup_table`)."""
+        from palsyseg.report.subgroups import subgroup_table
+
         return json_safe(
             {
                 "dataset": self.dataset,
                 "candidate": self.candidate,
+                "provenance": dict(self.provenance),
                 "label_names": list(LABEL_NAMES),
                 "models": {
                     name: {
@@ -122,11 +175,15 @@ class EvaluationReport:
                     }
                     for name, evaluation in self.models.items()
                 },
+                "subgroups": [row.to_dict() for row in subgroup_table(self.images, self.candidate)],
             }
         )
 
     def save(self, out_dir: str | os.PathLike[str]) -> dict[str, Path]:
-        """Write ``report.json`` and the PNG plots into ``out_dir``; return ``{name: path}``."""
+        """Write ``report.json``, the PNG plots and ``report.html`` into ``out_dir``; return
+        ``{name: path}``."""
+        from palsyseg.report.html import write_report
+
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         paths = {"report": out_dir / REPORT_NAME}
@@ -137,6 +194,7 @@ class EvaluationReport:
         paths["f1_per_class"] = _plot_f1_bars(self, out_dir / "f1_per_class.png")
         if self.examples:
             paths["predictions"] = _plot_examples(self, out_dir / "predictions.png")
+        paths["html"] = write_report(self, out_dir / REPORT_HTML)
         return paths
 
 
@@ -151,13 +209,16 @@ def evaluate_models(
     candidate: str,
     out_dir: str | os.PathLike[str] | None = None,
     config: EvaluateConfig | None = None,
+    provenance: Mapping[str, str] | None = None,
 ) -> EvaluationReport:
     """Score every checkpoint on ``test_dir`` (a contract dataset); see the module docstring.
 
     ``checkpoints`` maps a display name (``palsynet``, ``unet_r18``, ``champion``) to a
     checkpoint written by :func:`palsyseg.train.train_model`. All checkpoints are loaded before
-    any image is read, so a bad one fails fast (:class:`~palsyseg.train.CheckpointError`). With
-    ``out_dir`` the report and plots are saved there. Runs on CPU.
+    any image is read, so a bad one fails fast (:class:`~palsyseg.train.CheckpointError`).
+    ``provenance`` is recorded on the report (see :class:`EvaluationReport`); the test split's
+    fingerprint is added. With ``out_dir`` the report, plots and HTML page are saved there.
+    Runs on CPU.
     """
     import torch
     import torch.nn.functional as F
@@ -182,6 +243,8 @@ def evaluate_models(
     )
     from palsyseg.metrics import segmentation_metrics as seg_metrics
     from palsyseg.progress import track
+    from palsyseg.report.subgroups import row_attributes
+    from palsyseg.storage import fingerprint
     from palsyseg.train import load_checkpoint_model
 
     config = config or EvaluateConfig()
@@ -213,6 +276,9 @@ def evaluate_models(
         else []
     )
     examples: list[Example] = []
+    images: list[ImageRecord] = []
+    # the candidate's worst images so far: a max-heap on (mean F1, index) of size config.worst
+    worst: list[tuple[float, int, Example]] = []
 
     with torch.inference_mode():
         for index, row in enumerate(track(rows, f"evaluating {len(loaded)} model(s)")):
@@ -221,6 +287,9 @@ def evaluate_models(
             true_palsy.append(shows_palsy(sample.mask))
             true_sides.append(visible_side(sample.mask, row.affected_side))
             patient_ids.append(row.patient_id)
+            record = ImageRecord(
+                row.image, row.patient_id, row_attributes(row), true_palsy[-1], true_sides[-1]
+            )
             predictions: dict[str, np.ndarray] = {}
             for name, (model, meta) in loaded.items():
                 frame = frames[name]
@@ -248,14 +317,31 @@ def evaluate_models(
                         logits, size=(height, width), mode="bilinear", align_corners=False
                     )
                 pred = logits.argmax(dim=1)[0].numpy().astype(np.uint8)
-                confusion[name].update(pred, sample.mask)
+                on_image = ConfusionMatrix(NUM_CLASSES)
+                on_image.update(pred, sample.mask)
+                confusion[name].merge(on_image)
                 if frame is None:
                     fraction, side = palsy_findings(pred)
                 fractions[name].append(fraction)
                 pred_sides[name].append(side)
                 predictions[name] = pred
+                record.fpp_fraction[name] = fraction
+                record.pred_side[name] = side
+                record.confusion[name] = on_image.matrix
+            images.append(record)
             if index in example_rows:
                 examples.append(Example(row.image, sample.image, sample.mask, predictions))
+            if config.worst:
+                shown = {candidate: predictions[candidate]}
+                entry = (
+                    -record.mean_f1(candidate),
+                    -index,
+                    Example(row.image, sample.image, sample.mask, shown),
+                )
+                if len(worst) < config.worst:
+                    heapq.heappush(worst, entry)
+                else:
+                    heapq.heappushpop(worst, entry)
 
     models: dict[str, ModelEvaluation] = {}
     for name, (model, meta) in loaded.items():
@@ -290,6 +376,9 @@ def evaluate_models(
         models=models,
         checkpoints={name: str(path) for name, path in checkpoints.items()},
         examples=examples,
+        images=images,
+        worst=[example for *_, example in sorted(worst, reverse=True)],
+        provenance={**dict(provenance or {}), "test_version": fingerprint(test_dir)},
     )
     if out_dir is not None:
         report.save(out_dir)
@@ -316,6 +405,11 @@ def _save_figure(figure: Any, path: Path) -> Path:
 
 
 def _plot_confusion(evaluation: ModelEvaluation, path: Path) -> Path:
+    return _save_figure(confusion_figure(evaluation), path)
+
+
+def confusion_figure(evaluation: ModelEvaluation) -> Any:
+    """The model's pixel confusion matrix, rows normalised to sum to 1, numbers in the cells."""
     matrix = evaluation.confusion.astype(np.float64)
     totals = matrix.sum(axis=1, keepdims=True)
     normalised = np.divide(matrix, totals, out=np.zeros_like(matrix), where=totals > 0)
@@ -333,10 +427,15 @@ def _plot_confusion(evaluation: ModelEvaluation, path: Path) -> Path:
             colour = "white" if value > 0.6 else "black"
             axes.text(col, row, f"{value:.2f}", ha="center", va="center", fontsize=7, color=colour)
     figure.colorbar(image, ax=axes, shrink=0.8)
-    return _save_figure(figure, path)
+    return figure
 
 
 def _plot_f1_bars(report: EvaluationReport, path: Path) -> Path:
+    return _save_figure(f1_bars_figure(report), path)
+
+
+def f1_bars_figure(report: EvaluationReport) -> Any:
+    """Per-class F1 (eq. 9) of every model side by side, one group of bars per face class."""
     names = list(report.models)
     classes = list(LABEL_NAMES[1:])  # the paper's tables compare the face classes
     width = 0.8 / max(len(names), 1)
@@ -353,7 +452,7 @@ def _plot_f1_bars(report: EvaluationReport, path: Path) -> Path:
     axes.set_ylabel("F1 (eq. 9)")
     axes.set_title("per-class F1 on the test split")
     axes.legend(fontsize=8)
-    return _save_figure(figure, path)
+    return figure
 
 
 def colorize(mask: np.ndarray) -> np.ndarray:

@@ -151,6 +151,7 @@ def test_save_writes_report_json_and_plots(runs: dict[str, Path], tmp_path: Path
             "confusion_palsynet.png",
             "f1_per_class.png",
             "predictions.png",
+            "report.html",
             "report.json",
         ]
     data = json.loads(paths["report"].read_text())
@@ -220,6 +221,8 @@ def test_cli_evaluate_prints_the_comparison_table(
     ]["miou"]
     assert f"{miou:.3f}" in unet_row
     assert (tmp_path / "eval" / "report.json").is_file()
+    assert (tmp_path / "eval" / "report.html").is_file()  # the reviewer's page
+    assert f"report: {tmp_path / 'eval' / 'report.html'}" in " ".join(result.stdout.split())
 
     bad = cli(
         "evaluate",

@@ -179,7 +179,9 @@ def evaluate(
         list[str],
         typer.Option("--checkpoint", help="NAME=PATH of a checkpoint; repeat for every model."),
     ],
-    out: Annotated[Path, typer.Option("--out", help="Directory for report.json and the plots.")],
+    out: Annotated[
+        Path, typer.Option("--out", help="Directory for report.html, report.json and the plots.")
+    ],
     candidate: Annotated[
         str | None,
         typer.Option(help="The model under review (default: params.yaml evaluate.candidate)."),
@@ -187,17 +189,34 @@ def evaluate(
     params: Annotated[
         Path, typer.Option(help="params.yaml whose 'evaluate' section gives the defaults.")
     ] = Path("params.yaml"),
+    data_version: Annotated[
+        str | None,
+        typer.Option(
+            help="The dataset's version for the report's model card (a DVC revision, a release "
+            "name); the test split's content fingerprint is recorded either way."
+        ),
+    ] = None,
     threads: ThreadsOption = None,
 ) -> None:
-    """Score every checkpoint on the same test split; write report.json and PNG plots."""
-    from palsyseg.evaluate import SUMMARY_METRICS, EvaluateConfig, evaluate_models
+    """Score every checkpoint on the same test split; write report.html (the reviewer's one
+    page: comparison, subgroups, worst images, model card), report.json and PNG plots."""
+    from palsyseg.evaluate import REPORT_HTML, SUMMARY_METRICS, EvaluateConfig, evaluate_models
     from palsyseg.params import load_section
+    from palsyseg.pipeline import code_version
 
     _set_threads(threads)
     config = load_section("evaluate", EvaluateConfig, params)
     checkpoints = _parse_checkpoints(checkpoint)
+    provenance = {"data_uri": str(data), "code_version": code_version()}
+    if data_version:
+        provenance["data_version"] = data_version
     report = evaluate_models(
-        data, checkpoints, candidate=candidate or config.candidate, out_dir=out, config=config
+        data,
+        checkpoints,
+        candidate=candidate or config.candidate,
+        out_dir=out,
+        config=config,
+        provenance=provenance,
     )
     table = Table(
         title=f"test split {data}",
@@ -214,4 +233,4 @@ def evaluate(
         ]
         table.add_row(f"{name}*" if name == report.candidate else name, *cells)
     stdout.print(table)
-    stdout.print(f"report and plots in {out}")
+    stdout.print(f"report: {out / REPORT_HTML} (report.json and plots beside it)")

@@ -1,0 +1,248 @@
+"""The reviewer's one-page HTML report, built from a real evaluation of two trained models.
+
+A small generated split (15 patients, all five exam poses, 64 px; 6 test patients) with the test
+manifest's ``glasses`` column dropped; palsynet (FPP weighted ×10 in the cross-entropy, so that
+one epoch already marks some FPP and the subgroup numbers are not all zero) and unet_r18 trained
+one epoch at 32 px; palsynet's last checkpoint stands in for the champion.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import re
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from palsyseg.align import FaceFrame, frame_transform, logits_to_photo, warp_image
+from palsyseg.data.face_points import points_for_row
+from palsyseg.data.manifest import read_manifest
+from palsyseg.data.torch_dataset import load_sample, normalize_image
+from palsyseg.evaluate import REPORT_HTML, EvaluateConfig, evaluate_models
+from palsyseg.labels import LABEL_NAMES, Label
+from palsyseg.losses import LossConfig
+from palsyseg.metrics import palsy_findings
+from palsyseg.report.html import DISCLAIMER
+from palsyseg.report.subgroups import SUBGROUP_COLUMNS
+from palsyseg.storage import fingerprint
+from palsyseg.train import TrainConfig, load_checkpoint_model, train_model
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+
+
+def drop_column(dataset: Path, column: str) -> None:
+    """Remove an optional column from a dataset's manifest (the contract allows it)."""
+    path = dataset / "manifest.csv"
+    with path.open(newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        fields = [name for name in reader.fieldnames or [] if name != column]
+        rows = [{k: v for k, v in row.items() if k != column} for row in reader]
+    with path.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+@pytest.fixture(scope="module")
+def evaluated(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    from palsyseg.data.synth import SynthConfig, generate_dataset
+    from palsyseg.split import SplitConfig, split_dataset
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("report")
+    generate_dataset(root / "data", SynthConfig(patients=15, seed=5, size=64))
+    split_dataset(root / "data", root / "split", SplitConfig(seed=5, train=0.4, val=0.2, test=0.4))
+    drop_column(root / "split/test", "glasses")
+    common = {"epochs": 1, "batch_size": 4, "device": "cpu", "image_size": 32, "lr": 0.05}
+    fpp_heavy = LossConfig(class_weights=(1, 1, 1, 1, 1, 1, 10))
+    for model, loss in (("palsynet", fpp_heavy), ("unet_r18", LossConfig())):
+        train_model(
+            root / "split/train",
+            root / "split/val",
+            root / model,
+            TrainConfig(model=model, loss=loss, **common),
+        )
+    checkpoints = {
+        "palsynet": root / "palsynet/best.pt",
+        "unet_r18": root / "unet_r18/best.pt",
+        "champion": root / "palsynet/last.pt",
+    }
+    report = evaluate_models(
+        root / "split/test",
+        checkpoints,
+        candidate="palsynet",
+        out_dir=root / "out",
+        config=EvaluateConfig(latency_images=1, examples=1),
+        provenance={"data_uri": "s3://bucket/faces", "data_version": "dvc:abc123:faces"},
+    )
+    torch.set_num_threads(threads)
+    html = (root / "out" / REPORT_HTML).read_text(encoding="utf-8")
+    return {"root": root, "report": report, "html": html, "checkpoints": checkpoints}
+
+
+class Page(HTMLParser):
+    """The page's images, table rows (cells by ``data-*`` attributes) and section texts."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.images: list[str] = []
+        self.rows: list[tuple[dict[str, str], list[str]]] = []
+        self.figures = 0
+        self._row: tuple[dict[str, str], list[str]] | None = None
+        self._cell: list[str] | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        attributes = {k: v or "" for k, v in attrs}
+        if tag == "img":
+            self.images.append(attributes.get("src", ""))
+        elif tag == "figure" and attributes.get("class") == "worst":
+            self.figures += 1
+        elif tag == "tr":
+            self._row = (attributes, [])
+            self.rows.append(self._row)
+        elif tag in ("td", "th") and self._row is not None:
+            self._cell = []
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in ("td", "th") and self._row is not None and self._cell is not None:
+            self._row[1].append("".join(self._cell).strip())
+            self._cell = None
+
+    def handle_data(self, data: str) -> None:
+        if self._cell is not None:
+            self._cell.append(data)
+
+
+def parse(html: str) -> Page:
+    page = Page()
+    page.feed(html)
+    return page
+
+
+def test_the_report_is_one_self_contained_html_file(evaluated: dict) -> None:
+    html = evaluated["html"]
+    assert html.startswith("<!DOCTYPE html>")
+    # nothing fetched from anywhere: no links, scripts, stylesheets or CSS urls
+    assert not re.search(r"""(?:src|href)\s*=\s*(?!["']?data:)""", html, re.IGNORECASE)
+    assert not re.search(r"<(?:script|link|iframe|object)\b|url\(|@import", html, re.IGNORECASE)
+    page = parse(html)
+    assert len(page.images) == 2 + page.figures  # F1 bars, confusion matrix, one per worst image
+    for src in page.images:
+        assert src.startswith("data:image/png;base64,")
+        assert base64.b64decode(src.split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_report_compares_every_model_and_carries_the_model_card(evaluated: dict) -> None:
+    report, html = evaluated["report"], evaluated["html"]
+    page = parse(html)
+    by_model = {attrs["data-model"]: cells for attrs, cells in page.rows if "data-model" in attrs}
+    assert list(by_model) == ["palsynet", "unet_r18", "champion"]
+    assert [cells[1] for cells in by_model.values()] == ["candidate", "baseline", "champion"]
+    header = next(cells for attrs, cells in page.rows if cells[:2] == ["model", "role"])
+    for name, cells in by_model.items():
+        metrics = report.models[name].metrics
+        row = dict(zip(header, cells, strict=True))
+        assert row["FPP F1"] == f"{metrics['f1_fpp']:.3f}"
+        assert row["mIoU"] == f"{metrics['miou']:.3f}"
+        assert row["patient side acc."] in (f"{metrics['patient_side_accuracy']:.3f}", "—")
+        assert row["ms / image"] == f"{metrics['latency_ms']:.1f}"
+
+    # the legend names every label; the card says what the model is not, and which data
+    legend = re.search(r'<p class="legend" id="legend">(.*?)</p>', html, re.DOTALL)
+    assert legend is not None
+    for name in LABEL_NAMES:
+        assert f"</i>{name}</span>" in legend.group(1)
+    card = html[html.index('id="model-card"') :]
+    assert "not a medical device; a clinician decides" in DISCLAIMER
+    assert DISCLAIMER in card
+    for text in ("Intended use", "Limitations", "Subgroup gaps", "dvc:abc123:faces"):
+        assert text in card
+    test_dir = evaluated["root"] / "split/test"
+    assert fingerprint(test_dir) in card  # the test split's own version
+    assert report.provenance["test_version"] == fingerprint(test_dir)
+
+
+def test_the_worst_images_are_the_candidates_lowest_scores(evaluated: dict) -> None:
+    report, page = evaluated["report"], parse(evaluated["html"])
+    n = len(read_manifest(evaluated["root"] / "split/test"))
+    assert n > 8  # so the cap is exercised
+    assert page.figures == len(report.worst) == 8
+    ranked = sorted(report.images, key=lambda r: r.mean_f1("palsynet"))
+    assert [e.image for e in report.worst] == [r.image for r in ranked[:8]]
+    for example in report.worst:
+        assert example.image in evaluated["html"]
+        assert example.rgb.shape[:2] == example.truth.shape == example.predictions["palsynet"].shape
+
+
+def test_subgroups_cover_the_manifest_columns_and_match_a_recomputation(evaluated: dict) -> None:
+    report, root = evaluated["report"], evaluated["root"]
+    test_dir = root / "split/test"
+    rows = read_manifest(test_dir)
+    page = parse(evaluated["html"])
+    groups = {
+        (attrs["data-column"], attrs["data-value"]): cells
+        for attrs, cells in page.rows
+        if "data-column" in attrs
+    }
+    carried = [c for c in SUBGROUP_COLUMNS if any(getattr(r, c) is not None for r in rows)]
+    assert "glasses" not in carried and {"diagnosis", "pose", "grade"} <= set(carried)
+    assert sorted({column for column, _ in groups}) == sorted(carried)
+    assert {v for c, v in groups if c == "pose"} == {r.pose for r in rows}
+
+    # the whole split's row is the comparison table's numbers
+    overall = report.models["palsynet"].metrics
+    (everything,) = [cells for attrs, cells in page.rows if attrs.get("class") == "overall"]
+    assert everything[2] == str(len(rows))
+    assert everything[5] == f"{overall['f1_fpp']:.3f}"
+    assert everything[7] == f"{overall['side_accuracy']:.3f}"
+
+    # one subgroup, recomputed from the photos: the candidate in its face frame, FPP pixels
+    # counted on the photo's grid, the side read in the frame (tests/model/test_evaluate.py)
+    pose = "smile"
+    model, meta = load_checkpoint_model(evaluated["checkpoints"]["palsynet"])
+    frame = FaceFrame.from_dict(meta["frame"])
+    tp = fp = fn = palsied = hits = 0
+    members = [row for row in rows if row.pose == pose]
+    with torch.inference_mode():
+        for row in members:
+            sample = load_sample(test_dir, row)
+            matrix = frame_transform(points_for_row(test_dir, row), frame)
+            crop = warp_image(sample.image, matrix, frame.size, interpolation="linear")
+            logits = model(normalize_image(crop).unsqueeze(0))["logits"]
+            _, side = palsy_findings(logits.argmax(1)[0].numpy(), midline=(frame.size - 1) / 2)
+            pred = logits_to_photo(logits, matrix, sample.mask.shape).argmax(1)[0].numpy()
+            truth, predicted = sample.mask == Label.FPP, pred == Label.FPP
+            tp += int((truth & predicted).sum())
+            fp += int((~truth & predicted).sum())
+            fn += int((truth & ~predicted).sum())
+            if truth.any():
+                palsied += 1
+                hits += side == row.affected_side
+    assert palsied > 0 and tp > 0 and hits > 0  # a subgroup whose numbers are not all zero
+    f1 = 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else float("nan")
+    side_accuracy = hits / palsied
+    cells = groups[("pose", pose)]
+    assert cells[2:5] == [
+        str(len(members)),
+        str(len({r.patient_id for r in members})),
+        str(palsied),
+    ]
+    expected_f1 = f"{f1:.3f}" if np.isfinite(f1) else "—"
+    assert cells[5] == expected_f1
+    if np.isfinite(f1) and np.isfinite(overall["f1_fpp"]):
+        assert cells[6] == f"{f1 - overall['f1_fpp']:+.3f}"
+    assert cells[7] == f"{side_accuracy:.3f}"
+    assert cells[8] == f"{side_accuracy - overall['side_accuracy']:+.3f}"
+
+    # the same numbers are in report.json's subgroups
+    (entry,) = [
+        s for s in report.to_dict()["subgroups"] if (s["column"], s["value"]) == ("pose", pose)
+    ]
+    assert entry["f1_fpp"] == pytest.approx(f1, rel=1e-12)
+    assert entry["side_accuracy"] == pytest.approx(side_accuracy)
+    assert entry["images"] == len(members)
