@@ -47,6 +47,7 @@ __all__ = [
     "choose_palsy_threshold",
     "image_level_metrics",
     "palsy_findings",
+    "patient_finding",
     "patient_level_metrics",
     "roc_auc",
     "segmentation_metrics",
@@ -299,6 +300,26 @@ def image_level_metrics(
     }
 
 
+def patient_finding(fpp_fractions: Sequence[float], sides: Sequence[str]) -> tuple[float, str]:
+    """One patient's ``(palsy score, affected side)`` from the findings of their photos.
+
+    The score is the mean FPP fraction (compare it with the image-level threshold: same scale);
+    the side is the one whose photos carry more FPP, each photo's side (``left``/``right``/
+    ``none``, the patient's) weighted by its FPP fraction, ``none`` on a tie or without
+    photos. :func:`patient_level_metrics` scores patients by it; ``palsyseg predict --exam``
+    reports it.
+    """
+    _check_same_length(fpp_fractions=fpp_fractions, sides=sides)
+    if not len(fpp_fractions):
+        return 0.0, "none"
+    lean = sum(
+        fraction * {"left": 1.0, "right": -1.0}.get(side, 0.0)
+        for fraction, side in zip(fpp_fractions, sides, strict=True)
+    )
+    side = "left" if lean > 0 else "right" if lean < 0 else "none"
+    return float(np.mean(fpp_fractions)), side
+
+
 def patient_level_metrics(
     patient_ids: Sequence[str],
     fpp_fractions: Sequence[float],
@@ -330,12 +351,12 @@ def patient_level_metrics(
         order.setdefault(patient_ids[i], []).append(i)
     scores, truth, sides, true_side = [], [], [], []
     for images in order.values():
-        scores.append(float(np.mean([fpp_fractions[i] for i in images])))
-        truth.append(any(true_palsy[i] for i in images))
-        lean = sum(
-            fpp_fractions[i] * {"left": 1.0, "right": -1.0}.get(pred_sides[i], 0.0) for i in images
+        score, side = patient_finding(
+            [fpp_fractions[i] for i in images], [pred_sides[i] for i in images]
         )
-        sides.append("left" if lean > 0 else "right" if lean < 0 else "none")
+        scores.append(score)
+        truth.append(any(true_palsy[i] for i in images))
+        sides.append(side)
         true_side.append(next((true_sides[i] for i in images if true_sides[i] != "none"), "none"))
     per_patient = image_level_metrics(scores, truth, sides, true_side, threshold)
     per_patient["num_patients"] = per_patient.pop("num_images")

@@ -34,7 +34,11 @@ def image_size(path: str | os.PathLike[str]) -> tuple[int, int]:
     try:
         with Image.open(path) as im:
             return im.size
-    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
+    except Image.DecompressionBombError as exc:  # PIL's own limit, far above MAX_PIXELS
+        first = str(exc).split(",")[0]
+        rule = f"refused as a decompression bomb ({first})"
+        raise DatasetError(Problem(file=str(path), rule=rule)) from None
+    except (UnidentifiedImageError, OSError) as exc:
         raise DatasetError(Problem(file=str(path), rule=f"not a readable image ({type(exc).__name__})")) from None
 
 
