@@ -162,3 +162,23 @@ def test_an_exam_combines_photos_as_the_patient_metrics_do_and_hints_the_pattern
     exam = exam_finding(healthy, threshold=0.01)["exam"]
     assert not exam["palsy"]["present"] and exam["palsy"]["affected_side"] == "none"
     assert exam["pattern"]["hint"] == "none" and exam["pattern"]["evidence"] == []
+
+
+def test_labels_on_the_photo_are_exactly_those_of_logits_to_photo() -> None:
+    """predict's fast mapping gives the labels evaluate scores (logits_to_photo, argmax)."""
+    import torch
+
+    from palsyseg.align import logits_to_photo
+    from palsyseg.predict.photo import labels_on_photo
+
+    generator = torch.Generator().manual_seed(3)
+    logits = torch.randn(1, 7, 64, 64, generator=generator) * 3
+    logits[:, :, 20:30, 20:30] = 0.0  # exact ties: the first class wins in both
+    points = FivePoints((171.0, 140.0), (118.0, 131.0), (150, 170), (170, 200), (120, 195))
+    matrix = frame_transform(points, FaceFrame(64))  # rolled about 10 degrees
+    for shape in ((300, 280), (97, 113)):
+        expected = logits_to_photo(logits, matrix, shape).argmax(dim=1)[0].numpy()
+        found = labels_on_photo(logits, matrix, shape)
+        assert found.dtype == np.uint8 and found.shape == shape
+        np.testing.assert_array_equal(found, expected.astype(np.uint8))
+    assert (found == 0).any() and (found > 0).any()  # both outside and inside the crop

@@ -49,13 +49,10 @@ def overlay_image(finding: PhotoFinding) -> np.ndarray:
         raise ValueError(f"{finding.image}: the finding holds no photo to draw on")
     mask = finding.mask
     colours = _palette()[mask]
-    alpha = np.zeros(mask.shape, dtype=np.float32)
-    alpha[mask != Label.BACKGROUND] = PART_ALPHA
-    alpha[mask == Label.FPP] = FPP_ALPHA
-    alpha = alpha[:, :, None]
-    picture = (rgb.astype(np.float32) * (1 - alpha) + colours.astype(np.float32) * alpha).astype(
-        np.uint8
-    )
+    picture = rgb.copy()
+    for selected, alpha in ((mask != Label.BACKGROUND, PART_ALPHA), (mask == Label.FPP, FPP_ALPHA)):
+        blended = cv2.addWeighted(rgb, 1 - alpha, colours, alpha, 0.0)
+        np.copyto(picture, blended, where=selected[:, :, None])
     width = mask.shape[1]
     thickness = max(1, round(width / 400))
     x, y, w, h = finding.detection.box

@@ -8,8 +8,7 @@
    (:class:`palsyseg.data.face_points.FacePointDetector`), giving the five points;
 3. the photo is warped into the checkpoint's own face frame (:func:`palsyseg.align.frame_transform`),
    normalised as in training, and the network's logits are mapped back onto the photo's pixels
-   (:func:`palsyseg.align.logits_to_photo`, on the window the crop covers: every photo pixel
-   outside it is background anyway);
+   (:func:`labels_on_photo`: the labels of :func:`palsyseg.align.logits_to_photo`, faster);
 4. the palsy finding is read in the frame, where the face's midline is the crop's centre
    column (:func:`palsyseg.metrics.palsy_findings`, as the evaluation does).
 
@@ -49,7 +48,7 @@ from typing import Any
 
 import numpy as np
 
-from palsyseg.align import FaceFrame, frame_transform, inverse_transform, map_points, warp_image
+from palsyseg.align import FaceFrame, frame_transform, warp_image
 from palsyseg.data.face_points import Detection, FacePointDetector
 from palsyseg.labels import LABEL_NAMES, Label, side_of_image_half
 from palsyseg.predict.model import PredictModel
@@ -265,15 +264,43 @@ class PhotoFinding:
         }
 
 
-def _window(matrix: np.ndarray, size: int, height: int, width: int) -> tuple[int, int, int, int]:
-    """``(x0, y0, x1, y1)``: the photo pixels whose centres may fall inside the crop."""
-    corners = np.array(
-        [[-0.5, -0.5], [size - 0.5, -0.5], [-0.5, size - 0.5], [size - 0.5, size - 0.5]]
-    )
-    photo = map_points(corners, inverse_transform(matrix))
-    x0, y0 = np.floor(photo.min(axis=0)).astype(int)
-    x1, y1 = np.ceil(photo.max(axis=0)).astype(int) + 1
-    return max(0, x0), max(0, y0), min(width, x1), min(height, y1)
+def labels_on_photo(logits: Any, matrix: np.ndarray, photo_shape: tuple[int, int]) -> np.ndarray:
+    """``logits_to_photo(logits, matrix, photo_shape).argmax(dim=1)[0]`` as uint8, ten times faster.
+
+    The same samples (:func:`torch.nn.functional.grid_sample`, bilinear, ``align_corners=True``,
+    the same float32 grid) and the same rule outside the crop (background), so the labels are
+    those :mod:`palsyseg.evaluate` scores; only the work differs: the grid is built from a row
+    and a column instead of an H×W×3 product, and the argmax runs as a contiguous running
+    maximum (the first class wins a tie, as ``argmax`` does) instead of torch's strided one.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    height, width = photo_shape
+    size = logits.shape[-1]
+    xs = np.arange(width, dtype=np.float64)[None, :]
+    ys = np.arange(height, dtype=np.float64)[:, None]
+    crop_x = matrix[0, 0] * xs + matrix[0, 1] * ys + matrix[0, 2]
+    crop_y = matrix[1, 0] * xs + matrix[1, 1] * ys + matrix[1, 2]
+    inside = (crop_x >= -0.5) & (crop_x < size - 0.5) & (crop_y >= -0.5) & (crop_y < size - 0.5)
+    grid = np.empty((1, height, width, 2), dtype=np.float32)
+    grid[0, :, :, 0] = crop_x * (2.0 / (size - 1)) - 1.0
+    grid[0, :, :, 1] = crop_y * (2.0 / (size - 1)) - 1.0
+    sampled = F.grid_sample(
+        logits.float(),
+        torch.from_numpy(grid),
+        mode="bilinear",
+        padding_mode="border",
+        align_corners=True,
+    )[0].numpy()
+    best = sampled[0].copy()
+    labels = np.zeros((height, width), dtype=np.uint8)
+    for label in range(1, sampled.shape[0]):
+        better = sampled[label] > best
+        np.maximum(best, sampled[label], out=best)
+        labels[better] = label
+    labels[~inside] = Label.BACKGROUND
+    return labels
 
 
 class Predictor:
@@ -318,7 +345,6 @@ class Predictor:
         network = self.model.network
         with torch.inference_mode():
             if frame is not None:
-                from palsyseg.align import logits_to_photo
                 from palsyseg.data.torch_dataset import normalize_image
 
                 matrix = frame_transform(detection.points, frame)
@@ -327,13 +353,7 @@ class Predictor:
                 framed = logits.argmax(dim=1)[0].numpy().astype(np.uint8)
                 fpp_probability = torch.softmax(logits, dim=1)[0, Label.FPP].numpy()
                 fraction, side = palsy_findings(framed, midline=(frame.size - 1) / 2)
-                x0, y0, x1, y1 = _window(matrix, frame.size, height, width)
-                mask = np.zeros((height, width), dtype=np.uint8)
-                if x1 > x0 and y1 > y0:
-                    shifted = matrix.copy()
-                    shifted[:, 2] += matrix[:, :2] @ np.array([x0, y0], dtype=np.float64)
-                    window = logits_to_photo(logits, shifted, (y1 - y0, x1 - x0))
-                    mask[y0:y1, x0:x1] = window.argmax(dim=1)[0].numpy().astype(np.uint8)
+                mask = labels_on_photo(logits, matrix, (height, width))
                 measured = mask_measures(framed, frame)
                 confidence = _fpp_confidence(framed, fpp_probability, side)
                 parts_side = side
