@@ -246,3 +246,26 @@ def test_subgroups_cover_the_manifest_columns_and_match_a_recomputation(evaluate
     assert entry["f1_fpp"] == pytest.approx(f1, rel=1e-12)
     assert entry["side_accuracy"] == pytest.approx(side_accuracy)
     assert entry["images"] == len(members)
+
+
+def test_a_report_without_per_image_records_still_renders(tmp_path: Path) -> None:
+    """A report put together by hand (metrics and matrices only, as older callers do) gives a
+    page with the table and card, and says the per-image parts are missing."""
+    from palsyseg.evaluate import EvaluationReport, ModelEvaluation
+
+    report = EvaluationReport(
+        dataset="data/test",
+        candidate="tiny",
+        models={
+            "tiny": ModelEvaluation("tiny", {"f1_fpp": 0.6}, np.eye(7, dtype=np.int64) * 10),
+            "champion": ModelEvaluation("champion", {"f1_fpp": 0.5}, np.ones((7, 7), np.int64)),
+        },
+        provenance={"champion_version": "3"},
+    )
+    html = (report.save(tmp_path)["html"]).read_text(encoding="utf-8")
+    page = parse(html)
+    by_model = {attrs["data-model"]: cells for attrs, cells in page.rows if "data-model" in attrs}
+    assert by_model["champion"][:2] == ["champion v3", "champion"]
+    assert by_model["tiny"][1] == "candidate"
+    assert "No per-image records in this report." in html
+    assert page.figures == 0 and DISCLAIMER in html

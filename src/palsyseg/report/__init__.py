@@ -6,3 +6,5 @@ columns (diagnosis, pose, grade, beard, glasses, skin tone) and scores each part
 subgroups, worst images, model card). :meth:`palsyseg.evaluate.EvaluationReport.save` writes
 it as ``report.html`` beside ``report.json``.
 """
+
+DISCLAIMER = "palsyseg is a research and screening aid, not a medical device; a clinician decides."

@@ -38,9 +38,8 @@ from palsyseg.evaluate import (
     f1_bars_figure,
 )
 from palsyseg.labels import LABEL_NAMES, PALETTE, Label
+from palsyseg.report import DISCLAIMER
 from palsyseg.report.subgroups import SubgroupStats, subgroup_table
-
-DISCLAIMER = "palsyseg is a research and screening aid, not a medical device; a clinician decides."
 
 # The comparison table: metric key, header, higher is better.
 COMPARISON: tuple[tuple[str, str, bool], ...] = (
@@ -170,7 +169,7 @@ def _comparison(report: EvaluationReport) -> str:
     for key, _, higher in COMPARISON:
         values = [report.models[n].metrics.get(key, math.nan) for n in names]
         finite = [v for v in values if isinstance(v, int | float) and math.isfinite(v)]
-        if len(finite) > 1:
+        if len(set(finite)) > 1:  # a tie everywhere marks nothing
             best[key] = max(finite) if higher else min(finite)
     head = "".join(f"<th>{escape(header)}</th>" for _, header, _ in COMPARISON)
     rows = []
