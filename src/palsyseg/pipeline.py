@@ -334,9 +334,11 @@ def evaluate_step(
 
     ``candidate`` is ``(model name, checkpoint, MLflow run id)``; ``baselines`` are
     ``(model name, checkpoint)``. The registry's champion (if any) is downloaded and scored as
-    ``champion``. ``out_dir`` receives the evaluation report and plots plus ``gates.json``;
-    everything is logged on the candidate's run, each baseline's own metrics on its run, and
-    the summary on the pipeline's run (:func:`palsyseg.tracking.pipeline_runs.record_evaluation`).
+    ``champion``. ``out_dir`` receives the evaluation report and plots, ``report.html`` (the
+    reviewer's page, with the gates and the data, code and champion versions the candidate's run
+    records) and ``gates.json``; everything is logged on the candidate's run, each baseline's
+    own metrics on its run, and the summary on the pipeline's run
+    (:func:`palsyseg.tracking.pipeline_runs.record_evaluation`).
     Returns ``{"passed", "gates", "metrics", "run_id", "pipeline_run_id"}``.
     """
     from palsyseg.atomic import atomic_write_text
@@ -344,7 +346,7 @@ def evaluate_step(
     from palsyseg.tracking import registry
     from palsyseg.tracking.gates import evaluate_gates, policy_from_dict
     from palsyseg.tracking.pipeline_runs import pipeline_family, record_evaluation
-    from palsyseg.tracking.runs import log_evaluation
+    from palsyseg.tracking.runs import client, log_evaluation
 
     policy = policy_from_dict(gates)
     name, checkpoint, run_id = candidate
@@ -356,6 +358,13 @@ def evaluate_step(
         )
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    tags = client(tracking_uri).get_run(run_id).data.tags
+    provenance = {
+        "data_uri": tags.get("data.uri", ""),
+        "data_version": tags.get("data.version", ""),
+        "code_version": tags.get("code.version", ""),
+        "pipeline_run": tags.get("pipeline.run", ""),
+    }
     with tempfile.TemporaryDirectory(prefix="palsyseg-champion-") as tmp:
         champion = registry.download_champion_checkpoint(
             tmp, policy=policy, tracking_uri=tracking_uri
@@ -363,8 +372,12 @@ def evaluate_step(
         checkpoints = {name: Path(checkpoint), **{n: Path(c) for n, c in baselines}}
         if champion is not None:
             checkpoints["champion"] = champion[1]
+            provenance["champion_version"] = str(champion[0])
         report = evaluate_models(
-            Path(splits_dir) / "test", checkpoints, candidate=name, out_dir=out_dir
+            Path(splits_dir) / "test",
+            checkpoints,
+            candidate=name,
+            provenance={k: v for k, v in provenance.items() if v},
         )
     gate_report = evaluate_gates(
         report.models[name].metrics,
@@ -373,6 +386,8 @@ def evaluate_step(
         policy=policy,
         champion_version=champion[0] if champion is not None else None,
     )
+    report.gates = gate_report  # the reviewer's page shows them beside the numbers
+    report.save(out_dir)
     atomic_write_text(out_dir / GATES_FILE, json.dumps(gate_report.to_dict(), indent=2) + "\n")
     _write_info(out_dir, {"candidate": name, "run_id": run_id, "passed": gate_report.passed})
     family = pipeline_family(run_id, tracking_uri=tracking_uri)

@@ -9,7 +9,8 @@ under a strict policy — registers nothing. A broken dataset stops the run at v
 The same run proves the reviewer's MLflow page: a machine-learning experiment, one parent
 run per pipeline run holding the candidate's and the baseline's runs with their own metrics
 and the dataset input, and a description summarising models, gates, data and registry, whose
-overlay image the server serves.
+overlay image the server serves; and the one-page HTML report, logged on the candidate's run
+and linked from the registered version and the summary.
 """
 
 from __future__ import annotations
@@ -109,6 +110,7 @@ def test_pipeline_end_to_end_on_s3_data_with_a_tracking_server(
         "evaluation/confusion_unet_r18.png",
         "evaluation/f1_per_class.png",
         "evaluation/predictions.png",
+        "evaluation/report.html",
     } <= evaluation
     baseline_runs = mlflow_client.search_runs(
         [run.info.experiment_id],
@@ -139,6 +141,9 @@ def test_pipeline_end_to_end_on_s3_data_with_a_tracking_server(
     second_root = Path(second["root"])
     report = json.loads((second_root / "evaluate-models-op" / "report" / "report.json").read_text())
     assert set(report["models"]) == {"palsynet", "unet_r18", "champion"}
+    page = (second_root / "evaluate-models-op" / "report" / "report.html").read_text()
+    assert 'data-model="champion"' in page and "champion v1" in page  # the champion's row
+    assert '<h2 id="gates">Gates: FAIL (compared with champion v1)</h2>' in page
     assert [v.version for v in registry.list_versions(policy=policy)] == ["1"]
     assert registry.champion_version(policy=policy) == "1"
 
@@ -245,8 +250,33 @@ def check_mlflow_page(first, args, tracking_uri: str, model_name: str, tmp_path:
     checkpoint = download_checkpoint(first.candidate_run_id, tmp_path / "candidate")
     weights = load_checkpoint_model(checkpoint)[1].get("weights_sha256")
     assert candidate.data.tags.get(WEIGHTS_TAG) == weights
-    version_tags = mlflow_client.get_model_version(model_name, "1").tags
-    assert version_tags.get("weights_sha256") == weights
+    version = mlflow_client.get_model_version(model_name, "1")
+    assert version.tags.get("weights_sha256") == weights
+
+    # The one-page report: logged on the candidate's run, linked from the version (tag and
+    # description) and from the summary; the server hands out the page itself.
+    page_path = "evaluation/report.html"
+    assert candidate.data.tags.get("palsyseg.report") == page_path
+    assert version.tags.get("report") == f"runs:/{first.candidate_run_id}/{page_path}"
+    view = f"{runs}/{first.candidate_run_id}/artifactPath/{page_path}"
+    assert f"[open]({view})" in version.description
+    assert "not a medical device; a clinician decides" in version.description
+    assert f"[report.html]({view})" in note
+    download = re.search(r"\[download\]\((get-artifact\?[^)]+)\)", version.description)
+    assert download is not None, version.description
+    with urllib.request.urlopen(f"{tracking_uri}/{download.group(1)}", timeout=10) as response:
+        page = response.read().decode("utf-8")
+    assert page.startswith("<!DOCTYPE html>")
+    for text in (
+        'data-model="palsynet"',
+        'data-model="unet_r18"',
+        '<h2 id="gates">Gates: pass (compared with no champion)</h2>',
+        'id="subgroups"',
+        'id="legend"',
+        "not a medical device",
+        args.dataset_version,
+    ):
+        assert text in page, text
 
 
 def test_a_broken_dataset_stops_the_pipeline_at_validation(tmp_path: Path) -> None:

@@ -211,8 +211,13 @@ def test_run_records_everything_and_registration_sets_only_challenger(
         "evaluation/f1_per_class.png",
         "evaluation/predictions.png",  # overlays of test predictions
         "evaluation/report.json",
+        "evaluation/report.html",  # the one-page report, linked from the version
         "evaluation/gates.json",
     } <= files
+    assert run.data.tags["palsyseg.report"] == "evaluation/report.html"
+    registered = mlflow_client.get_model_version(model_name, version)
+    assert registered.tags["report"] == f"runs:/{run_id}/evaluation/report.html"
+    assert "artifactPath/evaluation/report.html) · [download](" in registered.description
     assert {a.path for a in mlflow_client.list_artifacts(run_id, "checkpoint")} == {
         "checkpoint/best.pt"
     }

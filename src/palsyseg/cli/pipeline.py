@@ -426,12 +426,14 @@ def step_evaluate(
 ) -> None:
     """Candidate vs the baselines named in params 'evaluate' vs the champion; decide the gates.
 
-    Also writes ``OUT/metrics.json`` (the candidate's test metrics and the verdict, for
+    Writes the reviewer's one-page ``OUT/report.html`` (logged on the candidate's run). Also
+    writes ``OUT/metrics.json`` (the candidate's test metrics and the verdict, for
     ``dvc metrics``) and ``OUT/per_class_f1.json`` (every model's F1 per class, for ``dvc plots``).
     """
     from palsyseg.atomic import atomic_write_text
     from palsyseg.connectivity import check_tracking_store
     from palsyseg.errors import ConfigError
+    from palsyseg.evaluate import REPORT_HTML
     from palsyseg.labels import LABEL_NAMES
     from palsyseg.params import load_params
     from palsyseg.pipeline import REPORT_FILE, evaluate_step
@@ -465,6 +467,7 @@ def step_evaluate(
     ]
     atomic_write_text(out / "per_class_f1.json", json.dumps(rows, indent=1) + "\n")
     stdout.print(gates_table(GateReport.from_dict(result["gates"])))
+    stdout.print(f"report: {out / REPORT_HTML}")
 
 
 @step_app.command("register")

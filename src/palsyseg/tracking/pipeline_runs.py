@@ -13,7 +13,8 @@ parent carries:
 - after evaluation: the champion's test metrics (``test_<key>.champion``), the gate verdicts
   (``gates.passed``, ``gate.<name>``) and its description (``mlflow.note.content``): a Markdown
   summary of candidate vs baselines vs champion, the gates, the data version, the registry
-  outcome and the overlay of test predictions (:class:`PipelineSummary`);
+  outcome, a link to the candidate's one-page evaluation report and the overlay of test
+  predictions (:class:`PipelineSummary`);
 - after registration: the registered version and its alias, in that summary.
 
 Which run is the parent: the training tasks start at the same time and MLflow has no
@@ -37,6 +38,7 @@ from palsyseg.tracking.runs import (
     DEFAULT_EXPERIMENT,
     EVALUATION_ARTIFACT,
     NOTE_TAG,
+    REPORT_TAG,
     RunContext,
     _finite_metrics,
     _log_metrics,
@@ -259,6 +261,8 @@ class PipelineSummary:
     relaxed: Sequence[str] = ()  # "min_primary 0.0 (production 0.5)"
     registry: str = ""
     overlay: str = ""  # relative URL of the prediction overlay image
+    report: str = ""  # UI route of the candidate's one-page evaluation report
+    report_download: str = ""  # relative URL that downloads it
     evaluated: str = ""  # when (UTC, ISO 8601)
 
     def to_markdown(self) -> str:
@@ -287,6 +291,13 @@ class PipelineSummary:
                 name = f"**{name}**"
             values = " | ".join(_number(row.metrics.get(key)) for key, _ in SUMMARY_METRICS)
             lines.append(f"| {name} | {row.role} | {values} |")
+        if self.report:
+            lines += [
+                "",
+                "Everything on one page (subgroups, worst test images, model card): "
+                f"[report.html]({self.report})"
+                + (f" · [download]({self.report_download})" if self.report_download else ""),
+            ]
         verdict = "pass" if self.gates.passed else "FAIL"
         compared = f"champion v{self.gates.champion}" if self.gates.champion else "no champion"
         lines += ["", f"#### Gates: {verdict} (compared with {compared})", ""]
@@ -400,6 +411,11 @@ def record_evaluation(
         )
     thresholds = policy.thresholds()
     overlay = ""
+    page = mlflow_client.get_run(candidate_run_id).data.tags.get(REPORT_TAG, "")
+    report_view = report_download = ""
+    if page:
+        report_view = f"#/experiments/{experiment_id}/runs/{candidate_run_id}/artifactPath/{page}"
+        report_download = f"get-artifact?path={quote(page, safe='')}&run_uuid={candidate_run_id}"
     if report.examples:  # report.save drew the overlay grid
         path = quote(f"{EVALUATION_ARTIFACT}/predictions.png", safe="")
         overlay = f"get-artifact?path={path}&run_uuid={candidate_run_id}"
@@ -415,6 +431,8 @@ def record_evaluation(
         relaxed=_relaxed(thresholds),
         registry=registry,
         overlay=overlay,
+        report=report_view,
+        report_download=report_download,
         evaluated=datetime.now(UTC).isoformat(timespec="seconds"),
     )
     markdown = summary.to_markdown()

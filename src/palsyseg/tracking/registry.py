@@ -3,7 +3,9 @@
 Registered model ``palsyseg`` (the policy's ``registered_model``). A pipeline run whose gates
 pass registers its candidate as a new version with alias ``challenger`` (:func:`register_challenger`)
 and tags for the data version, code version, key metrics, the gate results with the thresholds
-and measurements they were decided on, and ``trained_by``; it never touches ``champion``.
+and measurements they were decided on, and ``trained_by``; its description links the run's
+one-page evaluation report (tag ``report``: ``runs:/<run>/evaluation/report.html``). It never
+touches ``champion``.
 
 Who trained it: on an MLflow server with authentication (``--app-name basic-auth``) the user
 the server authenticated for the registering client; elsewhere the declared name, normalised
@@ -41,6 +43,7 @@ from palsyseg.tracking.lock import find_model
 from palsyseg.tracking.lock import promotion_lock as promotion_lock
 from palsyseg.tracking.runs import (
     MODEL_ARTIFACT,
+    REPORT_TAG,
     RunContext,
     client,
     download_checkpoint,
@@ -51,6 +54,7 @@ log = logging.getLogger(__name__)
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
+REPORT_VERSION_TAG = "report"  # runs:/<run>/evaluation/report.html, the reviewer's page
 # Metrics copied onto a version as tags, so `registry list` needs no run lookups.
 KEY_METRICS = (
     "f1_fpp",
@@ -329,6 +333,10 @@ def register_challenger(
         value = metrics.get(key)
         if value is not None:
             tags[f"metric.{key}"] = f"{float(value):.6g}"
+    run = mlflow_client.get_run(run_id)
+    report = run.data.tags.get(REPORT_TAG)
+    if report:
+        tags[REPORT_VERSION_TAG] = f"runs:/{run_id}/{report}"
     existing = mlflow_client.search_model_versions(f"name = '{name}' and run_id = '{run_id}'")
     if existing:
         version = str(max(int(mv.version) for mv in existing))
@@ -339,13 +347,35 @@ def register_challenger(
         import mlflow
 
         # MLflow 3 logs models as "logged models" (models:/m-...); the run records which.
-        run_tags = mlflow_client.get_run(run_id).data.tags
-        source = run_tags.get("palsyseg.model_uri") or f"runs:/{run_id}/{MODEL_ARTIFACT}"
+        source = run.data.tags.get("palsyseg.model_uri") or f"runs:/{run_id}/{MODEL_ARTIFACT}"
         mv = mlflow.register_model(source, name, tags=tags)
         version = str(mv.version)
+    if report:
+        description = report_description(run.info.experiment_id, run_id, report)
+        mlflow_client.update_model_version(name, version, description=description)
     mlflow_client.set_registered_model_alias(name, CHALLENGER, version)
     log.info("registered %s version %s as %s", name, version, CHALLENGER)
     return version
+
+
+def report_description(experiment_id: str, run_id: str, report: str) -> str:
+    """A version's description (Markdown) linking its run's evaluation report ``report``.
+
+    The links are relative to the MLflow UI, as in the pipeline run's summary, so they work
+    under whatever host name a reviewer reaches the server by: the run's artifact view shows
+    the page; ``get-artifact`` downloads it (MLflow serves artifacts as attachments).
+    """
+    from urllib.parse import quote
+
+    from palsyseg.report import DISCLAIMER
+
+    view = f"#/experiments/{experiment_id}/runs/{run_id}/artifactPath/{report}"
+    download = f"get-artifact?path={quote(report, safe='')}&run_uuid={run_id}"
+    return (
+        "**Evaluation report** (one page: candidate vs baselines vs champion, per-class F1, "
+        f"confusion matrix, subgroups, worst test images, model card): [open]({view}) · "
+        f"[download]({download}) · `runs:/{run_id}/{report}`\n\n{DISCLAIMER}\n"
+    )
 
 
 # The reviewer's changes of champion live in palsyseg.tracking.champion, which reads versions

@@ -24,8 +24,10 @@ look. What a training run records (one run per trained model):
   the checkpoint's ``weights_sha256`` (when it records one) as tag ``palsyseg.weights_sha256``
   on the run and the logged model;
 - after evaluation: ``test_*`` metrics, the report with its confusion-matrix, per-class-F1
-  and prediction-overlay plots (drawn by :mod:`palsyseg.evaluate`), and the gate results on
-  the candidate's run; each baseline's own ``test_*`` metrics on the baseline's run.
+  and prediction-overlay plots (drawn by :mod:`palsyseg.evaluate`), the reviewer's one-page
+  ``evaluation/report.html`` (its artifact path in tag ``palsyseg.report``, which the registry
+  links from the version) and the gate results on the candidate's run; each baseline's own
+  ``test_*`` metrics on the baseline's run.
 
 Functions take a ``run_id`` rather than relying on MLflow's active run, because the pipeline's
 steps are separate processes that resume the same run.
@@ -58,6 +60,7 @@ LOCAL_STORE = Path("mlflow") / "mlflow.db"
 MODEL_ARTIFACT = "model"
 CHECKPOINT_ARTIFACT = "checkpoint"
 EVALUATION_ARTIFACT = "evaluation"
+REPORT_TAG = "palsyseg.report"  # artifact path of the run's one-page HTML evaluation report
 NOTE_TAG = "mlflow.note.content"  # a run's or an experiment's description (Markdown)
 DATASET_CONTEXT_TAG = "mlflow.data.context"
 _DIGEST_MAX = 36  # MLflow's limit on a dataset digest
@@ -612,8 +615,9 @@ def log_evaluation(
     Metrics: the candidate's as ``test_<key>``, every other model's as ``test_<key>.<name>``
     (baselines, ``champion``). Artifacts under ``evaluation/``: what ``report.save`` writes
     (``report.json``, a confusion matrix per model, the per-class-F1 comparison, the overlay
-    grid of test predictions) — taken from ``report_dir`` when the caller already saved it
-    there — and ``gates.json``. Tags: ``gates.passed`` and ``gate.<name>`` = pass / fail.
+    grid of test predictions, ``report.html``) — taken from ``report_dir`` when the caller
+    already saved it there — and ``gates.json``. Tags: ``gates.passed`` and ``gate.<name>`` =
+    pass / fail; :data:`REPORT_TAG` = ``evaluation/report.html`` when the page was logged.
 
     ``model_runs`` maps other models (baselines) to their own training runs: each gets its
     metrics as ``test_<key>`` there too, with its confusion matrix when ``report_dir`` has it.
@@ -637,12 +641,18 @@ def log_evaluation(
         plot = Path(report_dir or "") / f"confusion_{name}.png"
         if report_dir is not None and plot.is_file():
             mlflow_client.log_artifact(own_run, str(plot), EVALUATION_ARTIFACT)
+    from palsyseg.evaluate import REPORT_HTML
+
     if report_dir is not None:
         mlflow_client.log_artifacts(run_id, str(report_dir), EVALUATION_ARTIFACT)
+        has_page = (Path(report_dir) / REPORT_HTML).is_file()
     else:
         with tempfile.TemporaryDirectory(prefix="palsyseg-report-") as tmp:
             report.save(tmp)
             mlflow_client.log_artifacts(run_id, tmp, EVALUATION_ARTIFACT)
+        has_page = True
+    if has_page:
+        mlflow_client.set_tag(run_id, REPORT_TAG, f"{EVALUATION_ARTIFACT}/{REPORT_HTML}")
     if gate_report is not None:
         log_json(
             run_id,
