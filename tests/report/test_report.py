@@ -269,3 +269,22 @@ def test_a_report_without_per_image_records_still_renders(tmp_path: Path) -> Non
     assert by_model["tiny"][1] == "candidate"
     assert "No per-image records in this report." in html
     assert page.figures == 0 and DISCLAIMER in html
+
+
+def test_worst_image_strips_shrink_large_photos_and_keep_label_colours() -> None:
+    """A 1-megapixel photo becomes a 256-px-high strip; the truth panel over a black photo
+    holds only palette colours at the overlay's blend (labels never interpolated)."""
+    from palsyseg.evaluate import Example, colorize
+    from palsyseg.report.html import overlay_strip
+
+    rng = np.random.default_rng(0)
+    truth = rng.integers(1, 7, (1000, 800), dtype=np.uint8)
+    photo = np.zeros((1000, 800, 3), dtype=np.uint8)
+    strip = overlay_strip(Example("p.png", photo, truth, {"m": truth}), "m")
+    assert strip.shape[0] == 256 and strip.shape[1] < 3 * 256
+    panel = strip[:, -205:]  # the prediction panel (205 px wide after shrinking)
+    allowed = {
+        tuple((0.55 * np.array(c, dtype=np.float32)).round().astype(int).tolist())
+        for c in colorize(np.arange(1, 7, dtype=np.uint8).reshape(1, -1))[0]
+    }
+    assert {tuple(v) for v in panel.reshape(-1, 3).tolist()} <= allowed

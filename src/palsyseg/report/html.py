@@ -119,11 +119,22 @@ def overlay(rgb: np.ndarray, mask: np.ndarray, alpha: float = 0.55) -> np.ndarra
     return painted.round().astype(np.uint8)
 
 
-def overlay_strip(example: Example, model: str) -> np.ndarray:
-    """Photo | truth overlay | prediction overlay, side by side with a white gap."""
+def overlay_strip(example: Example, model: str, max_height: int = 256) -> np.ndarray:
+    """Photo | truth overlay | prediction overlay, side by side with a white gap; a photo taller
+    than ``max_height`` is shrunk first (labels by nearest neighbour), so eight 1-megapixel
+    photos keep the page at a few megabytes."""
+    import cv2
+
     rgb = np.asarray(example.rgb, dtype=np.uint8)
+    truth, pred = example.truth, example.predictions[model]
+    height, width = truth.shape
+    if height > max_height:
+        size = (max(1, round(width * max_height / height)), max_height)
+        rgb = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
+        truth = cv2.resize(truth, size, interpolation=cv2.INTER_NEAREST)
+        pred = cv2.resize(pred, size, interpolation=cv2.INTER_NEAREST)
     gap = np.full((rgb.shape[0], max(2, rgb.shape[1] // 32), 3), 255, dtype=np.uint8)
-    panels = [rgb, gap, overlay(rgb, example.truth), gap, overlay(rgb, example.predictions[model])]
+    panels = [rgb, gap, overlay(rgb, truth), gap, overlay(rgb, pred)]
     return np.concatenate(panels, axis=1)
 
 
@@ -134,6 +145,11 @@ def _number(value: Any, digits: int = 3) -> str:
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         return "—"
     return f"{value:.{digits}f}"
+
+
+def _percent(value: Any) -> str:
+    number = _number(100 * value if isinstance(value, int | float) else value, 1)
+    return number if number == "—" else f"{number} %"
 
 
 def _signed(value: float) -> str:
@@ -318,11 +334,15 @@ def _model_card(report: EvaluationReport, table: list[SubgroupStats]) -> str:
         f"{len({r.patient_id for r in records})} patients ({mix}); {palsy} photos show palsy"
         "</li>"
     ]
-    if p.get("data_uri") or p.get("data_version"):
+    if p.get("data_version") or p.get("data_uri", report.dataset) != report.dataset:
+        trained = (
+            " (the candidate trained on its train split; patients never cross splits)"
+            if p.get("pipeline_run")
+            else ""
+        )
         data_lines.append(
             f"<li>dataset <code>{escape(p.get('data_uri', '—'))}</code>, version "
-            f"<code>{escape(p.get('data_version', '—'))}</code> (the candidate trained on its "
-            "train split; patients never cross splits)</li>"
+            f"<code>{escape(p.get('data_version', 'not recorded'))}</code>{trained}</li>"
         )
     if p.get("code_version"):
         data_lines.append(f"<li>code version <code>{escape(p['code_version'])}</code></li>")
@@ -355,7 +375,7 @@ def _model_card(report: EvaluationReport, table: list[SubgroupStats]) -> str:
 <p>{escape(model)}: face parsing into background, skin, hair, eyebrow, eye, mouth and FPP
 (facial-paralysis possibility: the weak side's eye or mouth where the photo shows the weakness),
 {_number(metrics.get("params", math.nan) / 1e6, 2)} M parameters; palsy present when the FPP
-area exceeds {_number(metrics.get("palsy_threshold"), 4)} of the face (chosen on validation).
+area exceeds {_percent(metrics.get("palsy_threshold"))} of the face (chosen on validation).
 Checkpoint <code>{escape(os.path.basename(checkpoint) or "—")}</code>.</p>
 <h3>Intended use</h3>
 <p>Research on facial-palsy segmentation, and a screening aid that marks, on a frontal photo of
