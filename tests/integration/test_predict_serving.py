@@ -1,0 +1,156 @@
+"""``mlflow models serve`` answers a posted photo with palsyseg's finding.
+
+The finding model (:mod:`palsyseg.predict.serving`) around an untrained palsynet checkpoint is
+logged through the real MLflow server (artifacts in SeaweedFS), registered with alias
+``champion``, and served from ``models:/NAME@champion`` by ``mlflow models serve --env-manager
+local`` on 127.0.0.1. A real face (``skimage.data.astronaut()``) and a photo without one
+(``skimage.data.coffee()``) are posted as base64 JPEG/PNG in one request.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _tiny_checkpoint(path: Path) -> Path:
+    import torch
+
+    from palsyseg.align import FaceFrame
+    from palsyseg.checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, save_checkpoint
+    from palsyseg.labels import NUM_CLASSES
+    from palsyseg.models import create_model
+    from palsyseg.train import TrainConfig
+
+    torch.manual_seed(0)
+    save_checkpoint(
+        path,
+        {
+            "format": CHECKPOINT_FORMAT,
+            "version": CHECKPOINT_VERSION,
+            "model_state": create_model("palsynet", num_classes=NUM_CLASSES).state_dict(),
+            "metadata": {
+                "model_name": "palsynet",
+                "num_classes": NUM_CLASSES,
+                "image_size": 64,
+                "frame": FaceFrame(64).to_dict(),
+                "palsy_threshold": 0.01,
+                "train_config": TrainConfig(model="palsynet", image_size=64).to_dict(),
+            },
+        },
+    )
+    return path
+
+
+def test_the_served_champion_answers_a_posted_photo_with_a_finding(
+    tracking, model_name: str, tmp_path: Path
+) -> None:
+    import numpy as np
+    from skimage import data
+
+    from palsyseg.predict.serving import encode_photo, log_finding_model
+    from palsyseg.tracking.runs import client
+
+    mlflow_client = client(tracking.uri)
+    experiment = mlflow_client.create_experiment(f"{model_name}-serving")
+    run_id = mlflow_client.create_run(experiment).info.run_id
+    checkpoint = _tiny_checkpoint(tmp_path / "best.pt")
+    model_uri = log_finding_model(run_id, checkpoint, tracking_uri=tracking.uri)
+    import mlflow
+
+    version = mlflow.register_model(model_uri, model_name)  # as register_challenger does
+    mlflow_client.set_registered_model_alias(model_name, "champion", version.version)
+
+    port = _free_port()
+    venv_bin = Path(sys.executable).parent
+    env = {
+        **os.environ,
+        # mlflow models serve runs `uvicorn` by name: as after `source .venv/bin/activate`
+        "PATH": f"{venv_bin}{os.pathsep}{os.environ.get('PATH', '')}",
+        "MLFLOW_TRACKING_URI": tracking.uri,
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        "OMP_NUM_THREADS": "1",
+        "TMPDIR": str(tmp_path),
+    }
+    cmd = [
+        str(venv_bin / "mlflow"), "models", "serve", "-m", f"models:/{model_name}@champion",
+        "--env-manager", "local", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+    ]  # fmt: skip
+    log_path = tmp_path / "serve.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                tail = log_path.read_text(errors="replace")[-3000:]
+                pytest.fail(f"mlflow models serve did not start:\n{tail}", pytrace=False)
+            with (
+                contextlib.suppress(OSError),
+                urllib.request.urlopen(f"{url}/ping", timeout=2) as response,
+            ):
+                if response.status == 200:
+                    break
+            time.sleep(0.5)
+
+        body = {
+            "dataframe_split": {
+                "columns": ["image"],
+                "data": [
+                    [encode_photo(data.astronaut(), ".jpg")],
+                    [encode_photo(np.ascontiguousarray(data.coffee()), ".png")],
+                ],
+            }
+        }
+        request = urllib.request.Request(
+            f"{url}/invocations",
+            data=json.dumps(body).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=120) as response:
+            assert response.status == 200
+            answer = json.loads(response.read())
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+
+    face, no_face = answer["predictions"]
+    assert face["image"] == "row 0" and face["size"] == [512, 512]
+    x, y, w, h = face["face"]["box"]
+    assert 150 < x + w / 2 < 300 and 80 < y + h / 2 < 180
+    assert face["palsy"]["affected_side"] in ("left", "right", "none")
+    assert face["palsy"]["threshold"] == 0.01  # carried inside the served model
+    assert face["model"]["frame"] == {"size": 64, "iod": 0.25, "eye_y": 0.42}
+    assert face["model"]["normalisation"]["std"] == [0.229, 0.224, 0.225]
+    assert set(face["measures"]) >= {"mouth_corner_drop", "eye_opening_ratio", "brow_height_diff"}
+    assert "not a medical device" in face["notice"]
+    assert no_face == {
+        "image": "row 1",
+        "error": "row 1: no face found (dlib HOG detector, upsampled once too)",
+    }
