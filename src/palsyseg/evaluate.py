@@ -277,7 +277,8 @@ def evaluate_models(
     )
     examples: list[Example] = []
     images: list[ImageRecord] = []
-    # the candidate's worst images so far: a max-heap on (mean F1, index) of size config.worst
+    # the candidate's config.worst lowest-scoring images so far, keyed (-mean F1, -index): the
+    # heap's top is the best of them, the one a worse image replaces (ties keep the earlier)
     worst: list[tuple[float, int, Example]] = []
 
     with torch.inference_mode():
