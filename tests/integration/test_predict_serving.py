@@ -1,8 +1,10 @@
 """``mlflow models serve`` answers a posted photo with palsyseg's finding.
 
-The finding model (:mod:`palsyseg.predict.serving`) around an untrained palsynet checkpoint is
-logged through the real MLflow server (artifacts in SeaweedFS), registered with alias
-``champion``, and served from ``models:/NAME@champion`` by ``mlflow models serve --env-manager
+An untrained palsynet checkpoint is logged as the pipeline logs a trained one
+(:func:`palsyseg.tracking.runs.log_model`, which adds the finding model of
+:mod:`palsyseg.predict.serving`) through the real MLflow server (artifacts in SeaweedFS),
+registered as the pipeline registers it (``register_challenger``), given alias ``champion``, and
+served from ``models:/NAME@champion`` by ``mlflow models serve --env-manager
 local`` on 127.0.0.1. A real face (``skimage.data.astronaut()``) and a photo without one
 (``skimage.data.coffee()``) are posted as base64 JPEG/PNG in one request.
 """
@@ -66,18 +68,27 @@ def test_the_served_champion_answers_a_posted_photo_with_a_finding(
     import numpy as np
     from skimage import data
 
-    from palsyseg.predict.serving import encode_photo, log_finding_model
-    from palsyseg.tracking.runs import client
+    from palsyseg.predict.serving import encode_photo
+    from palsyseg.tracking import registry
+    from palsyseg.tracking.gates import PromotionPolicy, evaluate_gates
+    from palsyseg.tracking.runs import RunContext, client, log_model
 
+    # As the pipeline's train and register steps do: log_model, then register_challenger.
     mlflow_client = client(tracking.uri)
     experiment = mlflow_client.create_experiment(f"{model_name}-serving")
     run_id = mlflow_client.create_run(experiment).info.run_id
-    checkpoint = _tiny_checkpoint(tmp_path / "best.pt")
-    model_uri = log_finding_model(run_id, checkpoint, tracking_uri=tracking.uri)
-    import mlflow
-
-    version = mlflow.register_model(model_uri, model_name)  # as register_challenger does
-    mlflow_client.set_registered_model_alias(model_name, "champion", version.version)
+    log_model(run_id, _tiny_checkpoint(tmp_path / "best.pt"), tracking_uri=tracking.uri)
+    scores = {"f1_fpp": 0.5, "mean_f1": 0.7, "miou": 0.6, "pixel_accuracy": 0.9}
+    scores.update({f"f1_{part}": 0.7 for part in ("skin", "hair", "eyebrow", "eye", "mouth")})
+    policy = PromotionPolicy(registered_model=model_name, min_primary=0.3, beat_baselines=False)
+    gates = evaluate_gates(scores, champion=None, baselines={}, policy=policy)
+    version = registry.register_challenger(
+        run_id, gate_report=gates, metrics=scores, context=RunContext(), policy=policy
+    )
+    # Only a reviewer makes a champion (registry promote, audited); serving needs the alias.
+    mlflow_client.set_registered_model_alias(model_name, "champion", version)
+    source = mlflow_client.get_model_version(model_name, version).source
+    assert source == mlflow_client.get_run(run_id).data.tags["palsyseg.model_uri"]
 
     port = _free_port()
     venv_bin = Path(sys.executable).parent

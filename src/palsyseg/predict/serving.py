@@ -183,7 +183,8 @@ def log_finding_model(
     """Log :class:`FindingModel` with ``checkpoint`` into run ``run_id``; return its model URI.
 
     The signature takes a DataFrame with a string column ``image`` (base64 PNG/JPEG); the
-    input example is ``example`` (default :func:`example_photo`) as such a row. Requirements:
+    input example is ``example`` (default :func:`example_photo`) as such a row. The logged
+    model is tagged with the checkpoint's ``weights_sha256`` as the network's is. Requirements:
     the network's (:func:`palsyseg.tracking.runs.model_requirements`) plus dlib, its landmark
     model, OpenCV and Pillow; palsyseg itself travels as ``code_paths``.
     """
@@ -195,10 +196,16 @@ def log_finding_model(
     import palsyseg
     from palsyseg.checkpoint import read_checkpoint
     from palsyseg.predict.model import NORMALISATION
-    from palsyseg.tracking.runs import configure, model_requirements, strip_local_label
+    from palsyseg.tracking.runs import (
+        WEIGHTS_TAG,
+        configure,
+        model_requirements,
+        strip_local_label,
+    )
 
     configure(tracking_uri)
     metadata = read_checkpoint(checkpoint)["metadata"]
+    weights = metadata.get("weights_sha256")
     requirements = list(model_requirements())
     for package in SERVING_REQUIREMENTS:
         try:
@@ -226,8 +233,9 @@ def log_finding_model(
                 "palsy_threshold": metadata.get("palsy_threshold"),
                 "frame": metadata.get("frame"),
                 "normalisation": NORMALISATION,
-                "weights_sha256": metadata.get("weights_sha256"),
+                "weights_sha256": weights,
                 "output": "one palsyseg predict finding per image (README, Predict)",
             },
+            tags={WEIGHTS_TAG: str(weights)} if weights else None,
         )
     return info.model_uri

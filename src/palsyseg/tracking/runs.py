@@ -19,7 +19,10 @@ look. What a training run records (one run per trained model):
 - metrics per epoch (``train_loss``, ``lr``, ``val_*``, step = epoch);
 - artifacts: ``environment.json``; the model (``mlflow.pytorch``, pickled :class:`LogitsOnly`
   with a signature, an input example, pinned requirements without ``+cu`` local labels, and
-  the palsyseg source as ``code_paths``) and the palsyseg checkpoint under ``checkpoint/`` so
+  the palsyseg source as ``code_paths``), the *finding* model under ``finding/`` (photos in,
+  ``palsyseg predict``'s findings out, :mod:`palsyseg.predict.serving`; tag
+  ``palsyseg.model_uri`` names it, so it is what the registry registers and serves) and the
+  palsyseg checkpoint under ``checkpoint/`` so
   the registry's champion can be re-evaluated with ``palsyseg.train.load_checkpoint_model``;
   the checkpoint's ``weights_sha256`` (when it records one) as tag ``palsyseg.weights_sha256``
   on the run and the logged model;
@@ -499,12 +502,18 @@ def log_model(
     The network is ``palsyseg.train.load_checkpoint_model(checkpoint)``; see
     :func:`log_network`. The checkpoint's ``weights_sha256``, when its metadata has one, is
     tagged on the run and the logged model. Returns the model URI (``runs:/<run_id>/model``).
+
+    The run's ``palsyseg.model_uri`` (what the registry registers) then names the *finding*
+    model logged next to it (:func:`palsyseg.predict.serving.log_finding_model`, under
+    ``finding/``): photos in, ``palsyseg predict``'s findings out, so a registered version
+    serves what users have. The logits network stays in the run under ``model/``.
     """
+    from palsyseg.predict.serving import log_finding_model
     from palsyseg.train import load_checkpoint_model
 
     model, meta = load_checkpoint_model(Path(checkpoint), map_location="cpu")
     weights = meta.get("weights_sha256")
-    return log_network(
+    uri = log_network(
         run_id,
         model,
         checkpoint=Path(checkpoint),
@@ -514,6 +523,9 @@ def log_model(
         input_example=input_example,
         weights_sha256=str(weights) if weights else None,
     )
+    finding = log_finding_model(run_id, Path(checkpoint), tracking_uri=tracking_uri)
+    client(tracking_uri).set_tag(run_id, "palsyseg.model_uri", finding)
+    return uri
 
 
 def log_network(
