@@ -24,6 +24,7 @@ import binascii
 import importlib.metadata
 import io
 import logging
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -111,6 +112,11 @@ def _photos(model_input: Any) -> list[tuple[str, Any]]:
         f"expected a DataFrame with column {IMAGE_COLUMN!r} or uint8 H×W×3 photos, got "
         f"{array.dtype} of shape {array.shape}"
     )
+
+
+# MLflow warns, as the class is made, that predict has no type hints; they would replace the
+# logged signature (base64 strings in a DataFrame column) with one built from the hints.
+warnings.filterwarnings("ignore", message="Add type hints to the `predict` method")
 
 
 class FindingModel(mlflow.pyfunc.PythonModel):
