@@ -75,7 +75,7 @@ def predict(
     inputs: Annotated[
         list[Path],
         typer.Argument(
-            metavar="IMAGE_OR_DIR...",
+            metavar="IMAGE_OR_DIR",
             help="Photos (JPEG, PNG) or folders of them (searched recursively).",
             show_default=False,
         ),
