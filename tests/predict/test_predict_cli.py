@@ -219,3 +219,17 @@ def test_an_exam_of_phantom_photos_gives_one_patient_finding_with_its_evidence(
         assert [e["pose"] for e in pattern["evidence"]] == [p["pose"] for p in exam["photos"]]
         assert all("landmarks" in e["brow_height_diff"] for e in pattern["evidence"])
     assert "not a medical device" in exam["notice"]
+
+
+def test_a_folder_search_skips_the_output_folder_inside_it(
+    cli, photos, tiny_checkpoint, tmp_path: Path
+) -> None:
+    folder = tmp_path / "exam"
+    folder.mkdir()
+    (folder / "astronaut.jpg").write_bytes(photos["astronaut"].read_bytes())
+    for _ in range(2):  # the second run must not take the first run's PNGs for photos
+        result = cli(
+            "predict", folder, "--model", tiny_checkpoint, "--json", "--out", folder / "out"
+        )
+        assert result.code == 0, result.stderr
+        assert len(_lines(result.stdout)) == 1

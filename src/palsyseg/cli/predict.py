@@ -129,7 +129,7 @@ def predict(
     from palsyseg.predict.photo import Predictor
     from palsyseg.progress import progress_bar
 
-    photos, problems = find_photos(inputs)
+    photos, problems = find_photos(inputs, skip=out)
     failed: list[str] = []
     for problem in problems:
         _emit_error(str(problem))

@@ -23,13 +23,22 @@ from palsyseg.errors import Problem
 PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png")
 
 
-def find_photos(inputs: Iterable[str | os.PathLike[str]]) -> tuple[list[Path], list[Problem]]:
+def find_photos(
+    inputs: Iterable[str | os.PathLike[str]], *, skip: str | os.PathLike[str] | None = None
+) -> tuple[list[Path], list[Problem]]:
     """The photos named by ``inputs`` (files, or folders searched recursively for
     :data:`PHOTO_SUFFIXES`, case-insensitive, in sorted order), each once, and a problem for
-    every input that names nothing usable."""
+    every input that names nothing usable. A folder search does not enter ``skip`` (the
+    output folder: a second run must not take the first run's masks for photos)."""
     photos: list[Path] = []
     problems: list[Problem] = []
     seen: set[Path] = set()
+    skipped = Path(skip).resolve() if skip is not None else None
+
+    def wanted(path: Path) -> bool:
+        if not path.is_file() or path.suffix.lower() not in PHOTO_SUFFIXES:
+            return False
+        return skipped is None or not path.resolve().is_relative_to(skipped)
 
     def add(path: Path) -> None:
         key = path.resolve()
@@ -40,9 +49,7 @@ def find_photos(inputs: Iterable[str | os.PathLike[str]]) -> tuple[list[Path], l
     for given in inputs:
         path = Path(given)
         if path.is_dir():
-            found = sorted(
-                p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in PHOTO_SUFFIXES
-            )
+            found = sorted(p for p in path.rglob("*") if wanted(p))
             if not found:
                 problems.append(
                     Problem(file=str(path), rule="folder holds no .jpg, .jpeg or .png photo")
