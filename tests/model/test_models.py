@@ -44,6 +44,7 @@ EXPECTED_NAMES = {
     "palsynet_side",
     "deeplabv3plus_r34",
     "unet_r18",
+    "unet_r18_mirror",
 }
 
 
@@ -267,8 +268,11 @@ def test_param_count_and_flops(built: dict[str, torch.nn.Module], name: str) -> 
     if name.startswith("palsynet"):
         assert summary["params"] <= 5_000_000  # "light" (§1): ≤ 5 M parameters
         assert summary["gflops"] < 2.0
-    else:  # smp's published sizes for 7 classes
-        expected = {"deeplabv3plus_r34": 22.4e6, "unet_r18": 14.3e6}[name]
+    else:
+        # smp's published sizes for 7 classes; the mirror U-Net's stem sees 6 channels
+        expected = {"deeplabv3plus_r34": 22.4e6, "unet_r18": 14.3e6, "unet_r18_mirror": 14.33e6}[
+            name
+        ]
         assert abs(summary["params"] - expected) / expected < 0.02
 
 
@@ -290,6 +294,25 @@ def test_baseline_padding_is_cropped_away() -> None:
         wrapped = model(x)["logits"]
         inner = model.model(F.pad(x, (13, 13, 7, 7)))
     assert torch.equal(wrapped, inner[..., 7:57, 13:83])
+
+
+def test_mirror_unet_sees_the_face_and_its_mirror() -> None:
+    """unet_r18_mirror's encoder gets [x, flip(x)], mirrored before the zero pad (so the mirror is
+    exact at any width), and its logits depend on the mirror half."""
+    torch.manual_seed(0)
+    model = create_model("unet_r18_mirror").eval()
+    x = torch.randn(1, 3, 40, 70)  # pads to 64×96: 12+12 rows, 13+13 columns
+    seen: list[torch.Tensor] = []
+    hook = model.model.encoder.conv1.register_forward_hook(lambda m, i, o: seen.append(i[0]))
+    with torch.no_grad():
+        out = model(x)["logits"]
+        hook.remove()
+        expected = F.pad(torch.cat([x, x.flip(-1)], dim=1), (13, 13, 12, 12))
+        assert torch.equal(seen[0], expected)
+        model.model.encoder.conv1.weight[:, 3:] = 0  # blind to the mirror half
+        blind = model(x)["logits"]
+    assert out.shape == (1, 7, 40, 70)
+    assert not torch.allclose(out, blind, atol=1e-3)
 
 
 def test_esc_gate_upsampling_equals_bilinear_interpolation() -> None:

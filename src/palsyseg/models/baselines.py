@@ -1,7 +1,10 @@
 """Baselines from segmentation-models-pytorch, behind the same interface as PalsyNet.
 
 ``deeplabv3plus_r34`` (DeepLabV3+, ResNet-34 encoder; the paper's Table 1–3 baseline [28]) and
-``unet_r18`` (U-Net, ResNet-18 encoder). Both are built with ``encoder_weights=None``: nothing is
+``unet_r18`` (U-Net, ResNet-18 encoder), and ``unet_r18_mirror``: the same U-Net fed the crop and
+its mirror image as six channels — in the canonical face frame (:mod:`palsyseg.align`) the crop's
+mirror is the face's own mirror, so this is the simplest network that can compare each half of the
+face with the other; the FPP decision (which half is weak) needs exactly that. All are built with ``encoder_weights=None``: nothing is
 downloaded, and like the paper (§4.4) every model is trained from scratch on our data.
 
 smp refuses inputs whose sides are not divisible by the encoder's output stride (32 for these
@@ -13,6 +16,7 @@ training, evaluation and benchmarks never branch on the model.
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -20,14 +24,22 @@ SIZE_DIVISOR = 32
 
 
 class PaddedSegmentationModel(nn.Module):
-    """Wrap a logits-returning model: pad to a multiple of ``divisor``, crop back, return a dict."""
+    """Wrap a logits-returning model: pad to a multiple of ``divisor``, crop back, return a dict.
 
-    def __init__(self, model: nn.Module, divisor: int = SIZE_DIVISOR) -> None:
+    ``mirror_input``: feed ``[x, x.flip(-1)]`` (six channels), mirrored *before* padding so the
+    mirror is exact for any width."""
+
+    def __init__(
+        self, model: nn.Module, divisor: int = SIZE_DIVISOR, mirror_input: bool = False
+    ) -> None:
         super().__init__()
         self.model = model
         self.divisor = divisor
+        self.mirror_input = mirror_input
 
     def forward(self, x: Tensor) -> dict[str, Tensor]:
+        if self.mirror_input:
+            x = torch.cat([x, x.flip(-1)], dim=1)
         h, w = x.shape[-2:]
         ph, pw = (-h) % self.divisor, (-w) % self.divisor
         top, left = ph // 2, pw // 2
@@ -53,3 +65,13 @@ def unet_r18(num_classes: int = 7, **kwargs: object) -> nn.Module:
 
     model = smp.Unet(encoder_name="resnet18", encoder_weights=None, classes=num_classes, **kwargs)
     return PaddedSegmentationModel(model)
+
+
+def unet_r18_mirror(num_classes: int = 7, **kwargs: object) -> nn.Module:
+    """U-Net-R18 on six channels: the face-frame crop and its mirror image (see the module doc)."""
+    import segmentation_models_pytorch as smp
+
+    model = smp.Unet(
+        encoder_name="resnet18", encoder_weights=None, in_channels=6, classes=num_classes, **kwargs
+    )
+    return PaddedSegmentationModel(model, mirror_input=True)

@@ -40,6 +40,7 @@ _REGISTRY: dict[str, Callable[..., nn.Module]] = {
     "palsynet_side": _palsynet(mirror_input=True, side_path=True),
     "deeplabv3plus_r34": baselines.deeplabv3plus_r34,
     "unet_r18": baselines.unet_r18,
+    "unet_r18_mirror": baselines.unet_r18_mirror,
 }
 
 
