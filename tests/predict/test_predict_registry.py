@@ -62,3 +62,18 @@ def test_registry_uris_and_runs_load_the_registered_checkpoint(
         assert result.code == 1
         [line] = result.stderr.strip().splitlines()
         assert line.startswith(f"error: {model}: registered model 'palsyseg' {says}"), line
+
+
+def test_without_a_champion_the_error_says_how_to_get_one(cli, registry, photos) -> None:
+    """After ``make demo`` the registry holds a challenger, never a champion (only the promotion
+    policy makes one): the default --model names both ways forward on one line."""
+    from palsyseg.tracking.runs import client
+
+    uri, _ = registry
+    client(uri).delete_registered_model_alias("palsyseg", "champion")
+    result = cli("predict", photos["astronaut"], "--tracking-uri", uri)
+    assert result.code == 1
+    [line] = result.stderr.strip().splitlines()
+    assert "has no alias 'champion'" in line
+    assert "palsyseg registry promote VERSION" in line
+    assert "--model models:/palsyseg@challenger" in line

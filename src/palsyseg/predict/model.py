@@ -113,10 +113,15 @@ def _registered_run(
     except MlflowException as exc:
         if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"):
             what = f"alias {alias!r}" if alias is not None else f"version {version}"
+            hint = (
+                "a reviewer makes one with `palsyseg registry promote VERSION`; `make demo` "
+                f"registers a challenger: try --model models:/{name}@challenger"
+                if alias == "champion"
+                else "`palsyseg registry list` shows the versions"
+            )
             raise ModelNotFoundError(
                 f"{uri}: registered model {name!r} has no {what} in {store} "
-                "(`palsyseg registry list` shows the versions; `make demo` registers one; "
-                "or pass --model PATH/TO/best.pt)"
+                f"({hint}; or pass --model PATH/TO/best.pt)"
             ) from None
         raise
     if not found.run_id:
