@@ -64,34 +64,9 @@ def _network(image_size: int, checkpoint: str | None, folder: Path) -> str:
     """A checkpoint path: ``checkpoint``, else an untrained palsynet saved in a face frame."""
     if checkpoint:
         return checkpoint
-    import torch
+    from palsyseg.checkpoint import save_untrained_checkpoint
 
-    from palsyseg.align import FaceFrame
-    from palsyseg.checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, save_checkpoint
-    from palsyseg.labels import NUM_CLASSES
-    from palsyseg.models import create_model
-    from palsyseg.train import TrainConfig
-
-    torch.manual_seed(0)
-    model = create_model("palsynet", num_classes=NUM_CLASSES)
-    path = folder / "untrained.pt"
-    save_checkpoint(
-        path,
-        {
-            "format": CHECKPOINT_FORMAT,
-            "version": CHECKPOINT_VERSION,
-            "model_state": model.state_dict(),
-            "metadata": {
-                "model_name": "palsynet",
-                "num_classes": NUM_CLASSES,
-                "image_size": image_size,
-                "frame": FaceFrame(image_size).to_dict(),
-                "palsy_threshold": 0.01,
-                "train_config": TrainConfig(model="palsynet", image_size=image_size).to_dict(),
-            },
-        },
-    )
-    return str(path)
+    return str(save_untrained_checkpoint(folder / "untrained.pt", image_size=image_size))
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -277,6 +277,46 @@ def save_checkpoint(path: str | os.PathLike[str], payload: Mapping[str, Any]) ->
         torch.save(data, tmp)
 
 
+def save_untrained_checkpoint(
+    path: str | os.PathLike[str],
+    model_name: str = "palsynet",
+    image_size: int = 64,
+    *,
+    palsy_threshold: float = 0.01,
+    seed: int = 0,
+) -> Path:
+    """A checkpoint of a freshly initialised ``model_name`` in a ``image_size`` face frame.
+
+    For plumbing and timing only (``benchmarks/bench_predict.py`` without a trained model, tests
+    of predict and serving): it loads and runs like a trained one and its findings mean nothing.
+    """
+    from palsyseg.align import FaceFrame
+    from palsyseg.labels import NUM_CLASSES
+    from palsyseg.models import create_model
+    from palsyseg.train import TrainConfig
+
+    torch.manual_seed(seed)
+    model = create_model(model_name, num_classes=NUM_CLASSES)
+    save_checkpoint(
+        path,
+        {
+            "format": CHECKPOINT_FORMAT,
+            "version": CHECKPOINT_VERSION,
+            "model_state": model.state_dict(),
+            "metadata": {
+                "model_name": model_name,
+                "num_classes": NUM_CLASSES,
+                "image_size": image_size,
+                "frame": FaceFrame(image_size).to_dict(),
+                "palsy_threshold": palsy_threshold,
+                "epoch": 0,
+                "train_config": TrainConfig(model=model_name, image_size=image_size).to_dict(),
+            },
+        },
+    )
+    return Path(path)
+
+
 def reconcile_run(out_dir: str | os.PathLike[str], *, also: tuple[str, ...] = ()) -> None:
     """Make a run directory whole after a killed write; call before training in it starts.
 

@@ -33,41 +33,13 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _tiny_checkpoint(path: Path) -> Path:
-    import torch
-
-    from palsyseg.align import FaceFrame
-    from palsyseg.checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, save_checkpoint
-    from palsyseg.labels import NUM_CLASSES
-    from palsyseg.models import create_model
-    from palsyseg.train import TrainConfig
-
-    torch.manual_seed(0)
-    save_checkpoint(
-        path,
-        {
-            "format": CHECKPOINT_FORMAT,
-            "version": CHECKPOINT_VERSION,
-            "model_state": create_model("palsynet", num_classes=NUM_CLASSES).state_dict(),
-            "metadata": {
-                "model_name": "palsynet",
-                "num_classes": NUM_CLASSES,
-                "image_size": 64,
-                "frame": FaceFrame(64).to_dict(),
-                "palsy_threshold": 0.01,
-                "train_config": TrainConfig(model="palsynet", image_size=64).to_dict(),
-            },
-        },
-    )
-    return path
-
-
 def test_the_served_champion_answers_a_posted_photo_with_a_finding(
     tracking, model_name: str, tmp_path: Path
 ) -> None:
     import numpy as np
     from skimage import data
 
+    from palsyseg.checkpoint import save_untrained_checkpoint
     from palsyseg.predict.serving import encode_photo
     from palsyseg.tracking import registry
     from palsyseg.tracking.gates import PromotionPolicy, evaluate_gates
@@ -77,7 +49,7 @@ def test_the_served_champion_answers_a_posted_photo_with_a_finding(
     mlflow_client = client(tracking.uri)
     experiment = mlflow_client.create_experiment(f"{model_name}-serving")
     run_id = mlflow_client.create_run(experiment).info.run_id
-    log_model(run_id, _tiny_checkpoint(tmp_path / "best.pt"), tracking_uri=tracking.uri)
+    log_model(run_id, save_untrained_checkpoint(tmp_path / "best.pt"), tracking_uri=tracking.uri)
     scores = {"f1_fpp": 0.5, "mean_f1": 0.7, "miou": 0.6, "pixel_accuracy": 0.9}
     scores.update({f"f1_{part}": 0.7 for part in ("skin", "hair", "eyebrow", "eye", "mouth")})
     policy = PromotionPolicy(registered_model=model_name, min_primary=0.3, beat_baselines=False)

@@ -28,33 +28,9 @@ def one_thread() -> None:
 
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from palsyseg.align import FaceFrame
-    from palsyseg.checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, save_checkpoint
-    from palsyseg.labels import NUM_CLASSES
-    from palsyseg.models import create_model
-    from palsyseg.train import TrainConfig
+    from palsyseg.checkpoint import save_untrained_checkpoint
 
-    torch.manual_seed(0)
-    model = create_model("palsynet", num_classes=NUM_CLASSES)
-    path = tmp_path_factory.mktemp("model") / "best.pt"
-    save_checkpoint(
-        path,
-        {
-            "format": CHECKPOINT_FORMAT,
-            "version": CHECKPOINT_VERSION,
-            "model_state": model.state_dict(),
-            "metadata": {
-                "model_name": "palsynet",
-                "num_classes": NUM_CLASSES,
-                "image_size": 64,
-                "frame": FaceFrame(64).to_dict(),
-                "palsy_threshold": 0.01,
-                "epoch": 1,
-                "train_config": TrainConfig(model="palsynet", image_size=64).to_dict(),
-            },
-        },
-    )
-    return path
+    return save_untrained_checkpoint(tmp_path_factory.mktemp("model") / "best.pt", image_size=64)
 
 
 @pytest.fixture(scope="session")
