@@ -1,0 +1,40 @@
+"""Named training recipes: ``TrainConfig`` overrides, as a ``params.yaml`` ``train`` section holds them.
+
+- ``paper``: ``TrainConfig``'s own defaults, the paper's §4.3 (SGD, momentum 0.9, poly decay,
+  uniform class weights, no warm-up).
+- ``palsyseg`` (the default of ``params.yaml`` and ``benchmarks/bench_quality.py``): the paper's
+  optimizer and schedule, plus FPP weighted ×3 in the cross-entropy and a 3 % linear warm-up.
+
+Why the default differs, measured with ``bench_quality.py`` (palsynet, 128 px face frame, streamed
+phantom patients, 270 test photos; ``benchmarks/results/recipe-trials-stream-128px.json``):
+
+- FPP covers ~1 % of a palsy photo's pixels and none of a healthy one's, so at uniform weights the
+  network learns to never predict it (10 epochs × 100 patients: FPP F1 0.030, side accuracy
+  0.20). FPP ×3 in the cross-entropy alone keeps mean F1 (0.607 vs 0.611) and lifts FPP F1 to
+  0.168 and side accuracy to 0.53. Weighting FPP also in eq. 7's boundary term collapsed the
+  mouth class into FPP (mouth F1 0.01): eq. 7 stays uniform.
+- AdamW with a cosine schedule was worse than the paper's SGD at the same budget (mean F1
+  0.562 vs 0.611), so the optimizer stays the paper's.
+- The warm-up spares the first SGD steps at lr 0.03 from the untrained network's large
+  gradients (FPP ×3 makes them larger); with it, 15 epochs × 200 patients reach mean F1 0.683,
+  FPP F1 0.237 and side accuracy 0.745.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+RECIPES: dict[str, dict[str, Any]] = {
+    "paper": {},
+    "palsyseg": {"warmup": 0.03, "loss": {"class_weights": [1, 1, 1, 1, 1, 1, 3]}},
+}
+DEFAULT_RECIPE = "palsyseg"
+
+
+def recipe(name: str) -> dict[str, Any]:
+    """A copy of the named recipe's overrides (a ``train`` section fragment)."""
+    try:
+        return copy.deepcopy(RECIPES[name])
+    except KeyError:
+        raise ValueError(f"unknown recipe {name!r}; valid names: {', '.join(RECIPES)}") from None
