@@ -42,6 +42,7 @@ EXPECTED_NAMES = {
     "palsynet_no_esc",
     "palsynet_no_mirror",
     "palsynet_side",
+    "palsynet_mirror_skips",
     "deeplabv3plus_r34",
     "unet_r18",
     "unet_r18_mirror",
@@ -106,6 +107,11 @@ def test_ablations_switch_their_part_off(built: dict[str, torch.nn.Module]) -> N
     assert no_mirror.stem[0].in_channels == 3 and built["palsynet_side"].stem[0].in_channels == 6
     assert any(isinstance(m, SidePath) for m in built["palsynet_side"].modules())
     assert not any(isinstance(m, SidePath) for m in built["palsynet"].modules())
+    strides = sorted(
+        m.stride for m in built["palsynet_mirror_skips"].modules() if isinstance(m, MirrorAsymmetry)
+    )
+    assert strides == [4, 8, 16]  # the 1/4 and 1/8 skips and the 1/16 context
+    assert [m.stride for m in built["palsynet"].modules() if isinstance(m, MirrorAsymmetry)] == [16]
 
 
 def test_mirror_asymmetry_is_flip_equivariant_and_silent_on_symmetric_input() -> None:
@@ -123,20 +129,21 @@ def test_mirror_asymmetry_is_flip_equivariant_and_silent_on_symmetric_input() ->
         assert not torch.allclose(block(x), x + block.fuse(torch.cat([x, torch.zeros_like(x)], 1)))
 
 
-def test_mirror_axis_is_the_image_centre_not_the_grid_centre() -> None:
-    block = MirrorAsymmetry(1)
-    # Cell j of the 1/16 map sits on input pixel 16j: a feature that is a linear function of
-    # that position, mirrored about the image centre (W - 1) / 2, is the same function at
-    # W - 1 - 16j.
+@pytest.mark.parametrize("stride", [4, 8, 16])
+def test_mirror_axis_is_the_image_centre_not_the_grid_centre(stride: int) -> None:
+    block = MirrorAsymmetry(1, stride=stride)
+    # Cell j of the 1/stride map sits on input pixel stride·j: a feature that is a linear
+    # function of that position, mirrored about the image centre (W - 1) / 2, is the same
+    # function at W - 1 - stride·j.
     for width in (128, 160, 97):
-        w = (width + 15) // 16
-        position = 16.0 * torch.arange(w)
+        w = (width + stride - 1) // stride
+        position = float(stride) * torch.arange(w)
         mirrored = block.mirror(position.view(1, 1, 1, w), image_width=width).flatten()
-        expected = (width - 1 - position).clamp(0, 16.0 * (w - 1))
+        expected = (width - 1 - position).clamp(0, float(stride) * (w - 1))
         torch.testing.assert_close(mirrored, expected)
     # When the image centre falls on the grid's centre, the mirror is the plain flip.
     x = torch.randn(1, 2, 3, 5)
-    torch.testing.assert_close(block.mirror(x, image_width=16 * 4 + 1), x.flip(-1))
+    torch.testing.assert_close(block.mirror(x, image_width=stride * 4 + 1), x.flip(-1))
 
 
 def test_the_side_vote_is_odd_and_pushes_fpp_to_opposite_halves() -> None:

@@ -38,6 +38,7 @@ _REGISTRY: dict[str, Callable[..., nn.Module]] = {
     "palsynet_no_esc": _palsynet(use_esc=False),
     "palsynet_no_mirror": _palsynet(use_mirror=False),
     "palsynet_side": _palsynet(mirror_input=True, side_path=True),
+    "palsynet_mirror_skips": _palsynet(mirror_skips=True),
     "deeplabv3plus_r34": baselines.deeplabv3plus_r34,
     "unet_r18": baselines.unet_r18,
     "unet_r18_mirror": baselines.unet_r18_mirror,

@@ -42,8 +42,13 @@ Choices where the paper is vague (each one a reading a reviewer can check):
   mirrored position (mirrored about the image's centre, not the grid's) and fuses them;
   (3) :class:`SidePath`, a global vote on which half is weak, added with opposite signs to the
   FPP logit of the two halves (odd in the asymmetry, so mirror-equivariant by construction).
+  (4) *mirror skips*: the same comparison on the 1/4 and 1/8 skip features the decoder reads
+  (mirrored about the image's centre at their own strides), because the asymmetries that make a
+  part FPP are small — an eye-aperture excess of 0.03 inter-ocular distances
+  (:mod:`palsyseg.visibility`) is one pixel in a 128 px frame, below what one 1/16 cell resolves.
   ``palsynet`` has (2); ``palsynet_side`` adds (1) and (3), which at the benchmark's CPU budget
-  did not help yet (measured, see README); ``palsynet_no_mirror`` has none of them.
+  did not help yet (measured, see README); ``palsynet_mirror_skips`` adds (4);
+  ``palsynet_no_mirror`` has none of them.
 - **Depth (§3.2, eq. 1–3), PanopticDepth-style.** One query per *category* plays the role of
   PanopticDepth's instance: from its embedding (high-level features) a linear layer predicts
   ``s1 = s2 + 2`` numbers — a ``s2``-dim depth kernel (16), a depth range and a depth shift.
@@ -230,10 +235,9 @@ class MirrorAsymmetry(nn.Module):
     without it, the grid is flipped about its own centre.
     """
 
-    stride = 16
-
-    def __init__(self, channels: int) -> None:
+    def __init__(self, channels: int, stride: int = 16) -> None:
         super().__init__()
+        self.stride = stride
         self.fuse = ConvBNReLU(2 * channels, channels, 1)
 
     def mirror(self, x: Tensor, image_width: int | None = None) -> Tensor:
@@ -514,6 +518,7 @@ class PalsyNetConfig:
     use_mirror: bool = True  # facial-asymmetry features at 1/16 (MirrorAsymmetry)
     mirror_input: bool = False  # the stem sees the crop and its mirror image (6 channels)
     side_path: bool = False  # a global, side-aware vote on the FPP logits (SidePath)
+    mirror_skips: bool = False  # MirrorAsymmetry on the 1/4 and 1/8 skips too (fine asymmetry)
     fpp_index: int | None = None  # the FPP class; None = the last (palsyseg.labels: 6)
 
     def __post_init__(self) -> None:
@@ -554,6 +559,10 @@ class PalsyNet(nn.Module):
         self.mirror = MirrorAsymmetry(cfg.aspp_channels) if cfg.use_mirror else nn.Identity()
         if cfg.side_path:
             self.side = SidePath(cfg.aspp_channels)
+        if cfg.mirror_skips:  # the skips the decoder reads at 1/4 and 1/8
+            self.skip_mirrors = nn.ModuleList(
+                [MirrorAsymmetry(w[1], stride=4), MirrorAsymmetry(w[2], stride=8)]
+            )
         self.up8 = DecoderStage(cfg.aspp_channels, w[2], cfg.embed_dim)
         self.up4 = DecoderStage(cfg.embed_dim, w[1], cfg.embed_dim)
         self.up2 = LightDecoderStage(cfg.embed_dim, w[0], cfg.head_channels)
@@ -593,6 +602,9 @@ class PalsyNet(nn.Module):
             feat = stage(feat)
             skips.append(feat)
         s1, s2, s3, _ = skips
+        if cfg.mirror_skips:
+            s2 = self.skip_mirrors[0](s2, image_width=int(size[-1]))
+            s3 = self.skip_mirrors[1](s3, image_width=int(size[-1]))
         context = self.aspp(feat)
         vote = None
         if cfg.side_path:
