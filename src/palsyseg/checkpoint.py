@@ -249,6 +249,12 @@ def load_checkpoint_model(
         raise _refuse(path, f"metadata lacks {exc}") from None
     except (TypeError, ValueError, AttributeError) as exc:
         raise _refuse(path, f"metadata is malformed ({exc})") from None
+    if (
+        name.startswith("palsynet")
+        and "mirror_skips" not in kwargs
+        and not any(str(key).startswith("skip_mirrors.") for key in data["model_state"])
+    ):  # written before PalsyNet's mirror skips existed (they became the default later)
+        kwargs["mirror_skips"] = False
     try:
         model = create_model(name, num_classes=num_classes, **kwargs)
     except (ValueError, TypeError, KeyError) as exc:

@@ -41,8 +41,8 @@ EXPECTED_NAMES = {
     "palsynet_no_depth",
     "palsynet_no_esc",
     "palsynet_no_mirror",
+    "palsynet_no_mirror_skips",
     "palsynet_side",
-    "palsynet_mirror_skips",
     "deeplabv3plus_r34",
     "unet_r18",
     "unet_r18_mirror",
@@ -107,11 +107,12 @@ def test_ablations_switch_their_part_off(built: dict[str, torch.nn.Module]) -> N
     assert no_mirror.stem[0].in_channels == 3 and built["palsynet_side"].stem[0].in_channels == 6
     assert any(isinstance(m, SidePath) for m in built["palsynet_side"].modules())
     assert not any(isinstance(m, SidePath) for m in built["palsynet"].modules())
-    strides = sorted(
-        m.stride for m in built["palsynet_mirror_skips"].modules() if isinstance(m, MirrorAsymmetry)
-    )
-    assert strides == [4, 8, 16]  # the 1/4 and 1/8 skips and the 1/16 context
-    assert [m.stride for m in built["palsynet"].modules() if isinstance(m, MirrorAsymmetry)] == [16]
+
+    def mirror_strides(name: str) -> list[int]:
+        return sorted(m.stride for m in built[name].modules() if isinstance(m, MirrorAsymmetry))
+
+    assert mirror_strides("palsynet") == [4, 8, 16]  # the 1/4 and 1/8 skips, the 1/16 context
+    assert mirror_strides("palsynet_no_mirror_skips") == [16]
 
 
 def test_mirror_asymmetry_is_flip_equivariant_and_silent_on_symmetric_input() -> None:

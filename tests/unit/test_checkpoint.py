@@ -208,6 +208,32 @@ def test_a_checkpoint_from_before_the_digests_loads_with_a_warning(
     assert "cannot be verified" in record.getMessage()
 
 
+def test_a_palsynet_from_before_the_mirror_skips_loads_as_it_was_trained(
+    written: Path, tmp_path: Path
+) -> None:
+    """palsynet gained mirror skips as a default; a registered champion trained without them must
+    still load (its weights have no ``skip_mirrors``), and a current one keeps them."""
+    from palsyseg.models.palsynet import MirrorAsymmetry
+
+    def strides(model: torch.nn.Module) -> list[int]:
+        return sorted(m.stride for m in model.modules() if isinstance(m, MirrorAsymmetry))
+
+    current, _ = load_checkpoint_model(written)
+    assert strides(current) == [4, 8, 16]
+    data = read_checkpoint(written)
+    torch.manual_seed(0)
+    data["model_state"] = create_model("palsynet_no_mirror_skips", NUM_CLASSES).state_dict()
+    assert data["metadata"]["model_name"] == "palsynet"
+    save_checkpoint(tmp_path / "before.pt", data)
+    old, _ = load_checkpoint_model(tmp_path / "before.pt")
+    assert strides(old) == [16]
+    x = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():  # the same weights give the same logits as the network they came from
+        reference = create_model("palsynet_no_mirror_skips", NUM_CLASSES)
+        reference.load_state_dict(data["model_state"])
+        torch.testing.assert_close(old(x)["logits"], reference.eval()(x)["logits"])
+
+
 def test_malformed_metadata_is_a_checkpoint_error(written: Path, tmp_path: Path) -> None:
     data = read_checkpoint(written)
     data["metadata"]["train_config"] = "not a mapping"
