@@ -41,6 +41,18 @@ def cli(capsys: pytest.CaptureFixture[str]) -> CliRunner:
     return run
 
 
+@pytest.fixture
+def one_thread() -> None:
+    """One torch intra-op thread for the test: on a shared 2-core machine more threads spin
+    against each other. Folders and modules that train or run networks use it for every test."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(autouse=True)
 def tracking_uri_restored() -> None:
     """``mlflow.set_tracking_uri`` writes MLFLOW_TRACKING_URI into the environment; a test's

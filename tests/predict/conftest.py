@@ -15,15 +15,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 
 @pytest.fixture(autouse=True)
-def one_thread() -> None:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _one_thread_here(one_thread: None) -> None:
+    """Every predict test: ``one_thread`` (tests/conftest.py)."""
 
 
 @pytest.fixture(scope="session")

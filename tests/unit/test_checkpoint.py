@@ -32,13 +32,7 @@ from palsyseg.labels import NUM_CLASSES
 from palsyseg.models import create_model
 from palsyseg.train import TrainConfig
 
-
-@pytest.fixture(autouse=True)
-def one_thread() -> None:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def payload(seed: int = 0, *, training: bool = False) -> dict:
