@@ -255,6 +255,12 @@ def load_checkpoint_model(
         and not any(str(key).startswith("skip_mirrors.") for key in data["model_state"])
     ):  # written before PalsyNet's mirror skips existed (they became the default later)
         kwargs["mirror_skips"] = False
+    if (
+        name.startswith("palsynet")
+        and "part_side_fpp" not in kwargs
+        and not any(str(key).startswith("part_side.") for key in data["model_state"])
+    ):  # written before PalsyNet decided FPP per part and side (PartSideFPP)
+        kwargs["part_side_fpp"] = False
     try:
         model = create_model(name, num_classes=num_classes, **kwargs)
     except (ValueError, TypeError, KeyError) as exc:

@@ -23,6 +23,7 @@ from palsyseg.models.palsynet import (
     ForegroundAttentionLayer,
     MaskedCrossAttention,
     MirrorAsymmetry,
+    PartSideFPP,
     SidePath,
     depth_range_shift,
     foreground_mask,
@@ -42,6 +43,7 @@ EXPECTED_NAMES = {
     "palsynet_no_esc",
     "palsynet_no_mirror",
     "palsynet_no_mirror_skips",
+    "palsynet_no_part_side",
     "palsynet_side",
     "deeplabv3plus_r34",
     "unet_r18",
@@ -114,6 +116,62 @@ def test_ablations_switch_their_part_off(built: dict[str, torch.nn.Module]) -> N
     assert mirror_strides("palsynet") == [4, 8, 16]  # the 1/4 and 1/8 skips, the 1/16 context
     assert mirror_strides("palsynet_no_mirror_skips") == [16]
 
+    def decides_per_part(name: str) -> bool:
+        return any(isinstance(m, PartSideFPP) for m in built[name].modules())
+
+    assert decides_per_part("palsynet") and decides_per_part("palsynet_no_mirror_skips")
+    for name in ("palsynet_no_part_side", "palsynet_no_mirror", "palsynet_side"):
+        assert not decides_per_part(name), name
+    assert "fpp_side_log_q" in outs["palsynet"] and "fpp_side_log_q" not in outs["palsynet_side"]
+
+
+def _part_side(seed: int = 0) -> PartSideFPP:
+    torch.manual_seed(seed)
+    block = PartSideFPP(8, parts=(int(Label.EYE), int(Label.MOUTH)), fpp_class=int(Label.FPP))
+    for head in block.presence:  # an untrained presence says "no FPP"; make it say something
+        torch.nn.init.normal_(head[-1].weight)
+    return block.eval()
+
+
+def test_the_part_side_decision_swaps_sides_with_the_halves() -> None:
+    block = _part_side()
+    features = torch.randn(2, 8, 32, 32)  # 1/4 of a 128 px frame: cells 0-15 left, 16-31 right
+    features[..., :16] += torch.randn(2, 8, 1, 1) * 3  # one half's part looks different
+    logits = torch.randn(2, 7, 64, 64)
+    with torch.no_grad():
+        log_q = block.decide(features, logits, image_width=128, stride=4)
+        mirrored = block.decide(features.flip(-1), logits.flip(-1), image_width=128, stride=4)
+    assert log_q.shape == (2, 2, 2) and (log_q <= 0).all()
+    side = log_q[..., 0] - log_q[..., 1]  # = v: log σ(v) − log σ(−v)
+    assert (side.abs() > 1e-2).all()  # the halves differ: one side is favoured
+    torch.testing.assert_close(mirrored, log_q.flip(-1))  # a mirrored face: the other side
+    # A face whose halves pool to the same features gets no side preference at all.
+    symmetric = features + features.flip(-1)
+    with torch.no_grad():
+        even = block.decide(symmetric, logits + logits.flip(-1), image_width=128, stride=4).exp()
+    torch.testing.assert_close(even[..., 0], even[..., 1])
+
+
+def test_the_part_side_composition_marks_the_decided_half_of_the_part() -> None:
+    block = _part_side()
+    size = 9  # the centre column x = 4 belongs to both halves
+    logits = torch.full((1, 7, size, size), -10.0)
+    logits[:, Label.SKIN] = 0.0
+    logits[:, Label.EYE, 1:3, :] = 10.0  # an eye band across both halves
+    logits[:, Label.MOUTH, 6:8, :] = 10.0  # a mouth band across both halves
+    logits[:, Label.FPP] = 50.0  # the base FPP channel is not read: the decision is
+    sure, unsure = math.log(1 - 1e-7), math.log(1e-7)
+    log_q = torch.tensor([[[sure, unsure], [unsure, unsure]]])  # the left eye only
+    out = block.compose(logits, log_q)
+    torch.testing.assert_close(out.exp().sum(1), torch.ones(1, size, size))
+    label = out.argmax(1)[0]
+    assert (label[1:3, :4] == Label.FPP).all() and (label[1:3, 5:] == Label.EYE).all()
+    assert (label[6:8] == Label.MOUTH).all() and (label[[0, 3, 4, 5, 8]] == Label.SKIN).all()
+    centre = out[0, :, 1, 4].exp()  # on the midline: half FPP, half eye
+    torch.testing.assert_close(centre[Label.FPP], centre[Label.EYE], atol=1e-3, rtol=0)
+    none = block.compose(logits, torch.full((1, 2, 2), unsure)).argmax(1)[0]
+    assert not (none == Label.FPP).any()
+
 
 def test_mirror_asymmetry_is_flip_equivariant_and_silent_on_symmetric_input() -> None:
     torch.manual_seed(0)
@@ -165,12 +223,13 @@ def test_the_side_vote_is_odd_and_pushes_fpp_to_opposite_halves() -> None:
     assert torch.equal(SidePath(8)(a, width), torch.zeros(2, 1, 1, 1))
 
 
-def test_palsynet_overfits_a_face_and_its_mirror_with_fpp_on_opposite_halves() -> None:
+@pytest.mark.parametrize("name", ["palsynet", "palsynet_side"])
+def test_palsynet_overfits_a_face_and_its_mirror_with_fpp_on_opposite_halves(name: str) -> None:
     # Two parts mirror each other; FPP is the one *brighter than its mirror*. Brightness alone
     # does not tell (a part of brightness 1 is FPP in one image and not in another): the
     # network must compare each half with its mirror, and a mirrored face moves FPP across.
     torch.manual_seed(0)
-    model = create_model("palsynet_side")
+    model = create_model(name)
     size = 64
     images, masks = [], []
     for left, right in ((2.0, 1.0), (1.0, 0.5)):

@@ -228,6 +228,31 @@ def test_a_palsynet_from_before_the_mirror_skips_loads_as_it_was_trained(
         torch.testing.assert_close(old(x)["logits"], reference.eval()(x)["logits"])
 
 
+def test_a_palsynet_from_before_the_part_side_decision_loads_as_it_was_trained(
+    written: Path, tmp_path: Path
+) -> None:
+    """palsynet gained the per-part, per-side FPP decision as a default; a champion trained
+    before it (no ``part_side`` weights) loads without it and gives its own logits."""
+    from palsyseg.models.palsynet import PartSideFPP
+
+    def decides(model: torch.nn.Module) -> bool:
+        return any(isinstance(m, PartSideFPP) for m in model.modules())
+
+    current, _ = load_checkpoint_model(written)
+    assert decides(current)
+    data = read_checkpoint(written)
+    torch.manual_seed(0)
+    data["model_state"] = create_model("palsynet_no_part_side", NUM_CLASSES).state_dict()
+    save_checkpoint(tmp_path / "before.pt", data)
+    old, _ = load_checkpoint_model(tmp_path / "before.pt")
+    assert not decides(old)
+    x = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        reference = create_model("palsynet_no_part_side", NUM_CLASSES)
+        reference.load_state_dict(data["model_state"])
+        torch.testing.assert_close(old(x)["logits"], reference.eval()(x)["logits"])
+
+
 def test_malformed_metadata_is_a_checkpoint_error(written: Path, tmp_path: Path) -> None:
     data = read_checkpoint(written)
     data["metadata"]["train_config"] = "not a mapping"

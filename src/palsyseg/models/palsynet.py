@@ -10,7 +10,8 @@ Wiring (strides relative to the input; widths are :class:`PalsyNetConfig` defaul
     ASPP ─up─ ⊕s3 → d8 (1/8) ─up─ ⊕s2 → d4 (1/4) ─1×1, up─ +s1 → d2 (1/2)                (decoder)
     d8: tokens for foreground attention; d4: pixel embedding for masks and depth; d2: heads
     per-pixel head (1×1 on d2 ⊕ depth embedding) ──┐
-    query masks (last attention layer)        ───┴─ sum (+ side vote on FPP) ─ ×2 → "logits" (H×W)
+    query masks (last attention layer)        ───┴─ sum (+ side vote on FPP) ─ ×2 ┐
+    d4 pooled under each part's mask, per half ─ PartSideFPP ─ composed ──────────┴→ "logits" (H×W)
     category depth maps ─ merged by argmax(logits) at 1/2, bilinear ×2 → "depth";  d2 ─ 1×1 → "edge"
 
 Choices where the paper is vague (each one a reading a reviewer can check):
@@ -46,12 +47,18 @@ Choices where the paper is vague (each one a reading a reviewer can check):
   (mirrored about the image's centre at their own strides), because the asymmetries that make a
   part FPP are small — an eye-aperture excess of 0.03 inter-ocular distances
   (:mod:`palsyseg.visibility`) is one pixel in a 128 px frame, below what one 1/16 cell resolves.
-  ``palsynet`` has (2) and (4): with (4), 15 epochs × 200 streamed patients at 128 px took
+  (5) *FPP per part and side* (:class:`PartSideFPP`): the segmentation says where the eye and
+  the mouth are, a per-face decision read from the part's features on each half says whether
+  that half's part is FPP, and the two are composed into the final logits.
+  ``palsynet`` has (2), (4) and (5): with (4), 15 epochs × 200 streamed patients at 128 px took
   side accuracy from 0.75 to 0.97 and FPP F1 from 0.237 to 0.303 (mean F1 0.683 → 0.706; the
-  six-channel U-Net: 0.89, 0.289, 0.716) for +2 % parameters. ``palsynet_no_mirror_skips`` is
-  that ablation; ``palsynet_side`` adds (1) and (3), which at the benchmark's CPU budget did not
-  help yet (measured, see README); ``palsynet_no_mirror`` has none of them. Checkpoints written
-  before (4) existed load without it (:func:`palsyseg.checkpoint.load_checkpoint_model`).
+  six-channel U-Net: 0.89, 0.289, 0.716) for +2 % parameters; (5) then took mean F1 to 0.725,
+  mouth F1 0.607 → 0.694 and FPP F1 to 0.394 (side accuracy 0.82, patients 0.875; the mouth and
+  FPP no longer swap pixel by pixel). ``palsynet_no_mirror_skips`` and
+  ``palsynet_no_part_side`` are those ablations; ``palsynet_side`` adds (1) and (3) without (5),
+  which at the benchmark's CPU budget did not help (measured, see README);
+  ``palsynet_no_mirror`` has none of them. Checkpoints written before (4) or (5) existed load
+  without them (:func:`palsyseg.checkpoint.load_checkpoint_model`).
 - **Depth (§3.2, eq. 1–3), PanopticDepth-style.** One query per *category* plays the role of
   PanopticDepth's instance: from its embedding (high-level features) a linear layer predicts
   ``s1 = s2 + 2`` numbers — a ``s2``-dim depth kernel (16), a depth range and a depth shift.
@@ -283,6 +290,109 @@ class SidePath(nn.Module):
         sign = self.sign_map(asymmetry.shape[-1], image_width, stride, asymmetry.device)
         descriptor = (asymmetry * sign.to(asymmetry.dtype)).mean(dim=(2, 3))
         return self.vote(torch.tanh(self.proj(descriptor)))[:, :, None, None]
+
+
+class PartSideFPP(nn.Module):
+    """FPP as a per-part, per-side decision: the weak half's eye or mouth, decided once per face.
+
+    FPP is the eye or the mouth half of the *weak* side where the photo shows the weakness
+    (:mod:`palsyseg.visibility`): a whole-face judgement, taken per part. Left to the per-pixel
+    head, the weak mouth half's pixels vote one by one and a face ends up part FPP, part mouth,
+    often on both halves — the mouth↔FPP swaps that held mouth F1 near 0.6 and FPP F1 near 0.3.
+    Here the segmentation says *where* each part is (FPP pixels count as their part) and this
+    block says, per part and side, *whether* that part of that half is FPP:
+
+    - **Descriptor.** In the face frame the image's centre line is the midline. For part ``p``
+      (eye, mouth), the 1/4 pixel features (which carry each position's difference from its
+      mirror, :class:`MirrorAsymmetry` on the skips) are averaged under the part's predicted
+      probability (detached: the decision reads the segmentation, it does not reshape it) over
+      the left half, ``L_p``, and over the right half, ``R_p``, each embedded by a small MLP.
+    - **Decision.** ``v_p = w·e(L_p) − w·e(R_p)`` (which side is weak; *odd* in the swap of the
+      halves) and ``u_p = g([|e(L_p) − e(R_p)|, e(L_p) + e(R_p)])`` (whether a side is; *even*
+      in the swap). ``q_p(left) = σ(u_p)·σ(v_p)``, ``q_p(right) = σ(u_p)·σ(−v_p)``. Mirroring the
+      face swaps ``L`` and ``R``, so ``u`` stays, ``v`` changes sign and the FPP moves to the
+      other half: the decision is mirror-equivariant by construction (the features it reads are
+      as equivariant as training with flips makes them).
+    - **Composition** (in log-probabilities, so the result is a valid logit map that
+      cross-entropy, the boundary loss, ``argmax`` and ``softmax`` use unchanged): with
+      ``P6 = softmax`` of the base logits without the FPP channel and ``h(x)`` the half of
+      pixel ``x`` (a pixel on the centre line takes the mean of both halves),
+      ``P(part p) = P6(p)·(1 − q_p(h(x)))``, ``P(FPP) = Σ_p P6(p)·q_p(h(x))``, other classes
+      ``P6``. The per-pixel cross-entropy on FPP and on the parts trains ``u`` and ``v``
+      through every pixel of the part.
+
+    The presence logit starts at −2 (``q ≈ 0.1``): an untrained network marks no FPP.
+    """
+
+    def __init__(
+        self, channels: int, parts: tuple[int, ...], fpp_class: int, hidden: int = 32
+    ) -> None:
+        super().__init__()
+        self.parts = parts
+        self.fpp_class = fpp_class
+        self.embed = nn.ModuleList(
+            nn.Sequential(
+                nn.Linear(channels, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, hidden)
+            )
+            for _ in parts
+        )
+        self.side = nn.ModuleList(nn.Linear(hidden, 1, bias=False) for _ in parts)
+        self.presence = nn.ModuleList(
+            nn.Sequential(nn.Linear(2 * hidden, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, 1))
+            for _ in parts
+        )
+        for head in self.presence:
+            nn.init.constant_(head[-1].bias, -2.0)
+
+    def part_log_probs(self, logits: Tensor) -> Tensor:
+        """Log-softmax over every class but FPP (FPP pixels belong to their part here)."""
+        keep = [c for c in range(logits.shape[1]) if c != self.fpp_class]
+        return logits[:, keep].log_softmax(dim=1)
+
+    def decide(self, features: Tensor, logits: Tensor, image_width: int, stride: int) -> Tensor:
+        """Log ``q`` per part and side, B×P×2 (left, right of the image), from stride-``stride``
+        ``features`` and base ``logits`` at any resolution."""
+        keep = [c for c in range(logits.shape[1]) if c != self.fpp_class]
+        prob = F.interpolate(
+            logits.detach(), size=features.shape[-2:], mode="bilinear", align_corners=False
+        )[:, keep].softmax(dim=1)
+        sign = SidePath.sign_map(features.shape[-1], image_width, stride, features.device)
+        halves = torch.stack([(sign > 0), (sign < 0)]).to(features.dtype)  # 2×w: left, right
+        out = []
+        for i, part in enumerate(self.parts):
+            weight = prob[:, keep.index(part)][:, None] * halves[None, :, None, :]  # B×2×h×w
+            pooled = torch.einsum("bshw,bchw->bsc", weight, features)
+            pooled = pooled / (weight.sum(dim=(2, 3))[..., None] + 1e-3)
+            e = self.embed[i](pooled)  # B×2×hidden
+            v = self.side[i](e[:, 0]) - self.side[i](e[:, 1])  # B×1, odd in the swap
+            u = self.presence[i](torch.cat([(e[:, 0] - e[:, 1]).abs(), e[:, 0] + e[:, 1]], -1))
+            out.append(F.logsigmoid(u) + F.logsigmoid(torch.cat([v, -v], dim=-1)))
+        return torch.stack(out, dim=1)
+
+    def compose(self, logits: Tensor, log_q: Tensor) -> Tensor:
+        """Final logits (log-probabilities) from base ``logits`` B×C×H×W (H×W the input's size,
+        the face frame's centre line at ``(W − 1) / 2``) and ``log_q`` from :meth:`decide`."""
+        c, w = logits.shape[1], logits.shape[-1]
+        keep = [k for k in range(c) if k != self.fpp_class]
+        log_p = self.part_log_probs(logits)
+        sign = SidePath.sign_map(w, w, 1, logits.device).to(logits.dtype)  # +1 left, −1 right
+        left = (sign > 0).to(logits.dtype)
+        right = (sign < 0).to(logits.dtype)
+        centre = 1 - left - right
+        q = log_q.exp()  # B×P×2
+        q_x = (  # B×P×1×W: q of the pixel's half; the centre column averages the two
+            q[..., 0:1, None] * left + q[..., 1:2, None] * right
+            + 0.5 * (q[..., 0:1, None] + q[..., 1:2, None]) * centre
+        )
+        q_x = q_x.clamp(1e-6, 1 - 1e-6)
+        channels = list(log_p.unbind(dim=1))
+        fpp_terms = []
+        for i, part in enumerate(self.parts):
+            j = keep.index(part)
+            fpp_terms.append(channels[j] + q_x[:, i].log())
+            channels[j] = channels[j] + torch.log1p(-q_x[:, i])
+        channels.insert(self.fpp_class, torch.logsumexp(torch.stack(fpp_terms), dim=0))
+        return torch.stack(channels, dim=1)
 
 
 class DecoderStage(nn.Module):
@@ -523,6 +633,12 @@ class PalsyNetConfig:
     side_path: bool = False  # a global, side-aware vote on the FPP logits (SidePath)
     mirror_skips: bool = True  # MirrorAsymmetry on the 1/4 and 1/8 skips too (fine asymmetry)
     fpp_index: int | None = None  # the FPP class; None = the last (palsyseg.labels: 6)
+    part_side_fpp: bool = True  # FPP decided per part and side (PartSideFPP)
+    full_res_head: bool = False  # one more decoder stage at the input resolution for the heads
+    full_res_channels: int = 8  # width of the full-resolution skip (a 3×3 conv on the input)
+    # the classes whose weak-side pixels are FPP; None = eye and mouth (4, 5) of palsyseg.labels
+    # when there are its 7 classes, else none (no PartSideFPP)
+    fpp_parts: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         if len(self.widths) != 4 or len(self.depths) != 4:
@@ -533,6 +649,18 @@ class PalsyNetConfig:
             raise ValueError(f"m_max must be positive, got {self.m_max}")
         if self.fpp_index is not None and not 0 <= self.fpp_index < self.num_classes:
             raise ValueError(f"fpp_index {self.fpp_index} is not a class of {self.num_classes}")
+        for part in self.fpp_parts or ():
+            if not 0 <= part < self.num_classes or part == self.fpp_class:
+                raise ValueError(f"fpp_parts: {part} is not a non-FPP class of {self.num_classes}")
+
+    @property
+    def part_classes(self) -> tuple[int, ...]:
+        """The FPP parts :class:`PartSideFPP` decides on (empty: the block is off)."""
+        if not self.part_side_fpp:
+            return ()
+        if self.fpp_parts is None:
+            return (4, 5) if self.num_classes == 7 else ()
+        return tuple(self.fpp_parts)
 
     @property
     def fpp_class(self) -> int:
@@ -562,6 +690,8 @@ class PalsyNet(nn.Module):
         self.mirror = MirrorAsymmetry(cfg.aspp_channels) if cfg.use_mirror else nn.Identity()
         if cfg.side_path:
             self.side = SidePath(cfg.aspp_channels)
+        if cfg.part_classes:
+            self.part_side = PartSideFPP(cfg.embed_dim, cfg.part_classes, cfg.fpp_class)
         if cfg.mirror_skips:  # the skips the decoder reads at 1/4 and 1/8
             self.skip_mirrors = nn.ModuleList(
                 [MirrorAsymmetry(w[1], stride=4), MirrorAsymmetry(w[2], stride=8)]
@@ -569,6 +699,13 @@ class PalsyNet(nn.Module):
         self.up8 = DecoderStage(cfg.aspp_channels, w[2], cfg.embed_dim)
         self.up4 = DecoderStage(cfg.embed_dim, w[1], cfg.embed_dim)
         self.up2 = LightDecoderStage(cfg.embed_dim, w[0], cfg.head_channels)
+        if cfg.full_res_head:  # heads at the input resolution: a cheap skip from the image itself
+            self.stem_full = ConvBNReLU(
+                6 if cfg.mirror_input else 3, cfg.full_res_channels, 3, stride=1
+            )
+            self.up1 = LightDecoderStage(
+                cfg.head_channels, cfg.full_res_channels, cfg.head_channels
+            )
 
         # Per-pixel head: a 1×1 classifier on [d2, depth embedding]. Written as two 1×1 convs
         # whose sum equals one conv on the concatenation (1×1 convs commute with bilinear
@@ -601,6 +738,7 @@ class PalsyNet(nn.Module):
         if cfg.mirror_input:  # in the face frame the flipped crop is the face's own mirror
             x = torch.cat([x, x.flip(-1)], dim=1)
         feat = self.stem(x)
+        full = self.stem_full(x) if cfg.full_res_head else None
         for stage in self.stages:
             feat = stage(feat)
             skips.append(feat)
@@ -618,6 +756,8 @@ class PalsyNet(nn.Module):
         d8 = self.up8(context, s3)
         d4 = self.up4(d8, s2)  # pixel embedding
         d2 = self.up2(d4, s1)
+        if full is not None:  # the heads read d1 at the input resolution instead of d2
+            d2 = self.up1(d2, full)
 
         out: dict[str, Tensor | list[Tensor]] = {}
         coarse = []  # C-channel logit maps at 1/4, upsampled once and added to the per-pixel head
@@ -648,6 +788,10 @@ class PalsyNet(nn.Module):
             categories = self.category_proj(torch.einsum("bchw,bdhw->bcd", prob, d4) / area)
         out["category_embeddings"] = categories
         out["logits"] = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
+        if cfg.part_classes:  # FPP per part and side (PartSideFPP), composed at the input size
+            log_q = self.part_side.decide(d4, logits, int(size[-1]), stride=4)
+            out["logits"] = self.part_side.compose(out["logits"], log_q)
+            out["fpp_side_log_q"] = log_q
 
         if cfg.use_depth:
             category_depth = self.depth_head(depth_embedding, categories)  # B×C×h/4×w/4
