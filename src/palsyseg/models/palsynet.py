@@ -340,7 +340,9 @@ class PartSideFPP(nn.Module):
         )
         self.side = nn.ModuleList(nn.Linear(hidden, 1, bias=False) for _ in parts)
         self.presence = nn.ModuleList(
-            nn.Sequential(nn.Linear(2 * hidden, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, 1))
+            nn.Sequential(
+                nn.Linear(2 * hidden, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, 1)
+            )
             for _ in parts
         )
         for head in self.presence:
@@ -383,7 +385,8 @@ class PartSideFPP(nn.Module):
         centre = 1 - left - right
         q = log_q.exp()  # B×P×2
         q_x = (  # B×P×1×W: q of the pixel's half; the centre column averages the two
-            q[..., 0:1, None] * left + q[..., 1:2, None] * right
+            q[..., 0:1, None] * left
+            + q[..., 1:2, None] * right
             + 0.5 * (q[..., 0:1, None] + q[..., 1:2, None]) * centre
         )
         q_x = q_x.clamp(1e-6, 1 - 1e-6)
