@@ -17,18 +17,20 @@ from palsyseg.labels import Label
 from palsyseg.losses import LossConfig, SegmentationLoss
 from palsyseg.metrics import ConfusionMatrix
 from palsyseg.models import PalsyNetConfig, create_model, list_models, model_summary
+from palsyseg.models.asymmetry import (
+    MirrorAsymmetry,
+    PartSideFPP,
+    SidePath,
+    mirror_about_image_centre,
+)
 from palsyseg.models.palsynet import (
     CategoryDepthHead,
     ESCBlock,
     ForegroundAttentionLayer,
     MaskedCrossAttention,
-    MirrorAsymmetry,
-    PartSideFPP,
-    SidePath,
     depth_range_shift,
     foreground_mask,
     merge_by_segmentation,
-    mirror_about_image_centre,
     upsample_gate,
 )
 

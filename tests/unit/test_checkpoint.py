@@ -207,7 +207,7 @@ def test_a_palsynet_from_before_the_mirror_skips_loads_as_it_was_trained(
 ) -> None:
     """palsynet gained mirror skips as a default; a registered champion trained without them must
     still load (its weights have no ``skip_mirrors``), and a current one keeps them."""
-    from palsyseg.models.palsynet import MirrorAsymmetry
+    from palsyseg.models.asymmetry import MirrorAsymmetry
 
     def strides(model: torch.nn.Module) -> list[int]:
         return sorted(m.stride for m in model.modules() if isinstance(m, MirrorAsymmetry))
@@ -233,7 +233,7 @@ def test_a_palsynet_from_before_the_part_side_decision_loads_as_it_was_trained(
 ) -> None:
     """palsynet gained the per-part, per-side FPP decision as a default; a champion trained
     before it (no ``part_side`` weights) loads without it and gives its own logits."""
-    from palsyseg.models.palsynet import PartSideFPP
+    from palsyseg.models.asymmetry import PartSideFPP
 
     def decides(model: torch.nn.Module) -> bool:
         return any(isinstance(m, PartSideFPP) for m in model.modules())

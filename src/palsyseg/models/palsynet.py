@@ -1,7 +1,8 @@
 """PalsyNet: the paper's multi-task face-parsing and facial-paralysis network (§3, Fig. 1).
 
 Read top to bottom: small blocks first (ESC, ASPP, depth estimator, foreground attention), the
-network that wires them last. Paper equations are cited where a line implements one.
+network that wires them last; the blocks that compare the face's two halves live in
+:mod:`palsyseg.models.asymmetry`. Paper equations are cited where a line implements one.
 
 Wiring (strides relative to the input; widths are :class:`PalsyNetConfig` defaults)::
 
@@ -104,28 +105,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from palsyseg.models.asymmetry import (
+    MirrorAsymmetry,
+    PartSideFPP,
+    SidePath,
+    mirror_about_image_centre,
+)
+from palsyseg.models.layers import ConvBNReLU
+
 # ----------------------------------------------------------------------------------------------
 # Convolution blocks
-
-
-class ConvBNReLU(nn.Sequential):
-    def __init__(
-        self, cin: int, cout: int, k: int = 3, stride: int = 1, dilation: int = 1, groups: int = 1
-    ) -> None:
-        super().__init__(
-            nn.Conv2d(
-                cin,
-                cout,
-                k,
-                stride,
-                padding=dilation * (k // 2),
-                dilation=dilation,
-                groups=groups,
-                bias=False,
-            ),
-            nn.BatchNorm2d(cout),
-            nn.ReLU(inplace=True),
-        )
 
 
 class SeparableConv(nn.Module):
@@ -209,195 +198,6 @@ class ASPP(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         pooled = self.image_pool(x).expand(-1, -1, *x.shape[-2:])
         return self.project(torch.cat([b(x) for b in self.branches] + [pooled], dim=1))
-
-
-def mirror_about_image_centre(x: Tensor, image_width: int | None, stride: int) -> Tensor:
-    """A stride-``stride`` feature map mirrored about its image's vertical centre line.
-
-    Cell ``j`` sits on input pixel ``stride · j`` (stride-2 3×3 convolutions with padding 1
-    centre output ``j`` on input ``2j``), so its mirror is read at the fractional cell
-    ``(image_width − 1) / stride − j``, linearly interpolated along the row and clamped at the
-    border. ``image_width=None`` flips the grid about its own centre.
-    """
-    if image_width is None:
-        return x.flip(-1)
-    w = x.shape[-1]
-    source = ((image_width - 1) / stride - torch.arange(w, device=x.device)).clamp(0, w - 1)
-    low = source.floor().long()
-    high = (low + 1).clamp(max=w - 1)
-    weight = (source - low).to(x.dtype)
-    return x[..., low] * (1 - weight) + x[..., high] * weight
-
-
-class MirrorAsymmetry(nn.Module):
-    """Facial-asymmetry features: each position compared with its mirror image across the midline.
-
-    ``y = x + ReLU(BN(W·[x, x − mirror(x)]))`` at stride 16. The signed difference
-    ``x − mirror(x)`` is mirror-*equivariant* (flipping the input flips it and, being a
-    difference, it says which side differs), so a horizontal flip of the face moves the evidence
-    to the other half exactly as it moves the FPP label.
-
-    The mirror axis is the *image's* vertical centre line, which in the canonical face frame
-    (:mod:`palsyseg.align`) is the face's own midline, ``x = (W − 1) / 2``. It is not the
-    feature grid's centre: every stride-2 3×3 convolution (padding 1) centres output cell ``j``
-    on input pixel ``2j``, so cell ``j`` of the 1/16 map sits on input pixel ``16j`` and the grid's
-    own centre lies ~half a cell (~7.5 px at 128 px) off the image's. Given the input width
-    ``image_width``, the mirror of cell ``j`` is read at the fractional cell
-    ``(image_width − 1) / 16 − j`` (linear interpolation along the row, clamped at the border);
-    without it, the grid is flipped about its own centre.
-    """
-
-    def __init__(self, channels: int, stride: int = 16) -> None:
-        super().__init__()
-        self.stride = stride
-        self.fuse = ConvBNReLU(2 * channels, channels, 1)
-
-    def mirror(self, x: Tensor, image_width: int | None = None) -> Tensor:
-        """``x`` mirrored about the image's centre line (see the class docstring)."""
-        return mirror_about_image_centre(x, image_width, self.stride)
-
-    def forward(self, x: Tensor, image_width: int | None = None) -> Tensor:
-        return x + self.fuse(torch.cat([x, x - self.mirror(x, image_width)], dim=1))
-
-
-class SidePath(nn.Module):
-    """A global, side-aware vote on which half of the face is weak, added to the FPP logits.
-
-    FPP is a whole-face judgement (which half's eye or mouth moves less than its mirror), and
-    the per-pixel head, the pooled ESC/ASPP paths and the masked FPP query cannot tell left from
-    right. From the signed asymmetry ``a = x − mirror(x)`` of the 1/16 context, the descriptor
-    ``d = mean(sign · a)`` (``sign`` = +1 on the image's left half, −1 on its right, about the
-    image's centre line) feeds an *odd* two-layer map ``v = w · tanh(U d)`` (no biases), and
-    ``v · sign`` is added to the FPP logit at every pixel: a push toward FPP on one half and away
-    from it on the other. Mirroring the face mirrors ``a`` (it is antisymmetric), so ``d`` and
-    ``v`` change sign and the push moves to the other half: the path is mirror-equivariant by
-    construction, whatever its weights. ``w`` starts at zero, so an untrained path is silent.
-    """
-
-    def __init__(self, channels: int, hidden: int = 32) -> None:
-        super().__init__()
-        self.proj = nn.Linear(channels, hidden, bias=False)
-        self.vote = nn.Linear(hidden, 1, bias=False)
-        nn.init.zeros_(self.vote.weight)
-
-    @staticmethod
-    def sign_map(width: int, image_width: int, stride: int, device: torch.device) -> Tensor:
-        """+1 / −1 / 0 for cells left of / right of / on the image's centre line; cell ``j`` of a
-        stride-``stride`` map sits on input pixel ``stride · j`` (see :class:`MirrorAsymmetry`)."""
-        position = stride * torch.arange(width, device=device, dtype=torch.float32)
-        return torch.sign((image_width - 1) / 2 - position)
-
-    def forward(self, asymmetry: Tensor, image_width: int, stride: int = 16) -> Tensor:
-        """The vote ``v`` per image (B×1×1×1) from the 1/16 asymmetry map ``x − mirror(x)``."""
-        sign = self.sign_map(asymmetry.shape[-1], image_width, stride, asymmetry.device)
-        descriptor = (asymmetry * sign.to(asymmetry.dtype)).mean(dim=(2, 3))
-        return self.vote(torch.tanh(self.proj(descriptor)))[:, :, None, None]
-
-
-class PartSideFPP(nn.Module):
-    """FPP as a per-part, per-side decision: the weak half's eye or mouth, decided once per face.
-
-    FPP is the eye or the mouth half of the *weak* side where the photo shows the weakness
-    (:mod:`palsyseg.visibility`): a whole-face judgement, taken per part. Left to the per-pixel
-    head, the weak mouth half's pixels vote one by one and a face ends up part FPP, part mouth,
-    often on both halves — the mouth↔FPP swaps that held mouth F1 near 0.6 and FPP F1 near 0.3.
-    Here the segmentation says *where* each part is (FPP pixels count as their part) and this
-    block says, per part and side, *whether* that part of that half is FPP:
-
-    - **Descriptor.** In the face frame the image's centre line is the midline. For part ``p``
-      (eye, mouth), the 1/4 pixel features (which carry each position's difference from its
-      mirror, :class:`MirrorAsymmetry` on the skips) are averaged under the part's predicted
-      probability (detached: the decision reads the segmentation, it does not reshape it) over
-      the left half, ``L_p``, and over the right half, ``R_p``, each embedded by a small MLP.
-    - **Decision.** ``v_p = w·e(L_p) − w·e(R_p)`` (which side is weak; *odd* in the swap of the
-      halves) and ``u_p = g([|e(L_p) − e(R_p)|, e(L_p) + e(R_p)])`` (whether a side is; *even*
-      in the swap). ``q_p(left) = σ(u_p)·σ(v_p)``, ``q_p(right) = σ(u_p)·σ(−v_p)``. Mirroring the
-      face swaps ``L`` and ``R``, so ``u`` stays, ``v`` changes sign and the FPP moves to the
-      other half: the decision is mirror-equivariant by construction (the features it reads are
-      as equivariant as training with flips makes them).
-    - **Composition** (in log-probabilities, so the result is a valid logit map that
-      cross-entropy, the boundary loss, ``argmax`` and ``softmax`` use unchanged): with
-      ``P6 = softmax`` of the base logits without the FPP channel and ``h(x)`` the half of
-      pixel ``x`` (a pixel on the centre line takes the mean of both halves),
-      ``P(part p) = P6(p)·(1 − q_p(h(x)))``, ``P(FPP) = Σ_p P6(p)·q_p(h(x))``, other classes
-      ``P6``. The per-pixel cross-entropy on FPP and on the parts trains ``u`` and ``v``
-      through every pixel of the part.
-
-    The presence logit starts at −2 (``q ≈ 0.1``): an untrained network marks no FPP.
-    """
-
-    def __init__(
-        self, channels: int, parts: tuple[int, ...], fpp_class: int, hidden: int = 32
-    ) -> None:
-        super().__init__()
-        self.parts = parts
-        self.fpp_class = fpp_class
-        self.embed = nn.ModuleList(
-            nn.Sequential(
-                nn.Linear(channels, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, hidden)
-            )
-            for _ in parts
-        )
-        self.side = nn.ModuleList(nn.Linear(hidden, 1, bias=False) for _ in parts)
-        self.presence = nn.ModuleList(
-            nn.Sequential(
-                nn.Linear(2 * hidden, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, 1)
-            )
-            for _ in parts
-        )
-        for head in self.presence:
-            nn.init.constant_(head[-1].bias, -2.0)
-
-    def part_log_probs(self, logits: Tensor) -> Tensor:
-        """Log-softmax over every class but FPP (FPP pixels belong to their part here)."""
-        keep = [c for c in range(logits.shape[1]) if c != self.fpp_class]
-        return logits[:, keep].log_softmax(dim=1)
-
-    def decide(self, features: Tensor, logits: Tensor, image_width: int, stride: int) -> Tensor:
-        """Log ``q`` per part and side, B×P×2 (left, right of the image), from stride-``stride``
-        ``features`` and base ``logits`` at any resolution."""
-        keep = [c for c in range(logits.shape[1]) if c != self.fpp_class]
-        prob = F.interpolate(
-            logits.detach(), size=features.shape[-2:], mode="bilinear", align_corners=False
-        )[:, keep].softmax(dim=1)
-        sign = SidePath.sign_map(features.shape[-1], image_width, stride, features.device)
-        halves = torch.stack([(sign > 0), (sign < 0)]).to(features.dtype)  # 2×w: left, right
-        out = []
-        for i, part in enumerate(self.parts):
-            weight = prob[:, keep.index(part)][:, None] * halves[None, :, None, :]  # B×2×h×w
-            pooled = torch.einsum("bshw,bchw->bsc", weight, features)
-            pooled = pooled / (weight.sum(dim=(2, 3))[..., None] + 1e-3)
-            e = self.embed[i](pooled)  # B×2×hidden
-            v = self.side[i](e[:, 0]) - self.side[i](e[:, 1])  # B×1, odd in the swap
-            u = self.presence[i](torch.cat([(e[:, 0] - e[:, 1]).abs(), e[:, 0] + e[:, 1]], -1))
-            out.append(F.logsigmoid(u) + F.logsigmoid(torch.cat([v, -v], dim=-1)))
-        return torch.stack(out, dim=1)
-
-    def compose(self, logits: Tensor, log_q: Tensor) -> Tensor:
-        """Final logits (log-probabilities) from base ``logits`` B×C×H×W (H×W the input's size,
-        the face frame's centre line at ``(W − 1) / 2``) and ``log_q`` from :meth:`decide`."""
-        c, w = logits.shape[1], logits.shape[-1]
-        keep = [k for k in range(c) if k != self.fpp_class]
-        log_p = self.part_log_probs(logits)
-        sign = SidePath.sign_map(w, w, 1, logits.device).to(logits.dtype)  # +1 left, −1 right
-        left = (sign > 0).to(logits.dtype)
-        right = (sign < 0).to(logits.dtype)
-        centre = 1 - left - right
-        q = log_q.exp()  # B×P×2
-        q_x = (  # B×P×1×W: q of the pixel's half; the centre column averages the two
-            q[..., 0:1, None] * left
-            + q[..., 1:2, None] * right
-            + 0.5 * (q[..., 0:1, None] + q[..., 1:2, None]) * centre
-        )
-        q_x = q_x.clamp(1e-6, 1 - 1e-6)
-        channels = list(log_p.unbind(dim=1))
-        fpp_terms = []
-        for i, part in enumerate(self.parts):
-            j = keep.index(part)
-            fpp_terms.append(channels[j] + q_x[:, i].log())
-            channels[j] = channels[j] + torch.log1p(-q_x[:, i])
-        channels.insert(self.fpp_class, torch.logsumexp(torch.stack(fpp_terms), dim=0))
-        return torch.stack(channels, dim=1)
 
 
 class DecoderStage(nn.Module):
