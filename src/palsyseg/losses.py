@@ -35,6 +35,9 @@ Terms (``w_*`` are :class:`LossConfig` weights):
   absolute relative error ``|pred − target| / max(target, f)``, with ``f = depth_floor·m_max``:
   the generator's nearest point (nose tip) has relative depth ~0, where an unfloored relative
   error is unbounded. Images without any depth pixel are skipped; a batch without depth gives 0.
+- ``dice`` (off unless ``dice_weight`` > 0; not in the paper) — ``1 −`` the mean soft Dice of
+  the softmax over the six face classes, batch-wise (:func:`soft_dice_loss`): it scores the
+  small parts by their overlap rather than per pixel, as the F1 they are measured by does.
 - ``edge`` — BCE of the ``edge`` logits against the union of category contours, with
   ``pos_weight = #negative / #positive`` (clamped to ``[1, edge_max_pos_weight]``).
 
@@ -43,7 +46,8 @@ boundary loss. Its gradient ``L_best·∇L_CE + L_CE·∇L_best`` scales each te
 vanishes as either one improves (a perfect boundary switches off learning of the interiors and
 vice versa) and makes the effective learning rate depend on the loss scale. We therefore default
 to a **weighted sum** (``combine="sum"``):
-``w_ce·CE + w_boundary·L_best + w_hist·L_hist + w_aux·aux + w_depth·depth + w_edge·edge``, which
+``w_ce·CE + w_boundary·L_best + w_hist·L_hist + w_aux·aux + w_depth·depth + w_edge·edge``
+(``+ w_dice·dice`` when on), which
 keeps eq. 8's ingredients (HIST's ``L_D`` and ``λ_s·L_CE`` via eq. 6, the CE, the boundary loss)
 with independent, bounded gradients. ``combine="product"`` reproduces eq. 8's
 ``w_ce·CE·L_best`` for the segmentation part (the other terms are still added).
@@ -57,7 +61,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["HISTLoss", "LossConfig", "SegmentationLoss", "category_contours", "label_edges"]
+__all__ = [
+    "HISTLoss",
+    "LossConfig",
+    "SegmentationLoss",
+    "category_contours",
+    "label_edges",
+    "soft_dice_loss",
+]
 
 
 @dataclass
@@ -82,6 +93,7 @@ class LossConfig:
     depth_floor: float = 0.02  # × m_max: log offset and smallest relative-error denominator
     edge_weight: float = 0.5
     edge_max_pos_weight: float = 50.0
+    dice_weight: float = 0.0  # soft Dice of the softmax over the face classes (0 = off, the paper)
 
     def __post_init__(self) -> None:
         for name in ("class_weights", "boundary_category_weights"):
@@ -209,6 +221,22 @@ class HISTLoss(nn.Module):
 # The whole objective
 
 
+def soft_dice_loss(logits: Tensor, mask: Tensor, *, smooth: float = 1.0) -> Tensor:
+    """``1 −`` the mean soft Dice of the softmax over the face classes (1 … C−1), batch-wise.
+
+    Per class ``j``: ``(2·Σ p_j·t_j + s) / (Σ p_j + Σ t_j + s)`` summed over every pixel of the
+    batch (``p`` the softmax, ``t`` the one-hot labels, ``s`` = ``smooth``), so a class absent
+    from the batch's labels still pays for the probability it predicts. Background is left out:
+    its Dice is ~1 on any face photo and carries no signal.
+    """
+    num_classes = logits.shape[1]
+    prob = logits.softmax(dim=1)[:, 1:]
+    target = _onehot_bool(mask, num_classes)[:, 1:].to(prob.dtype)
+    inter = (prob * target).sum(dim=(0, 2, 3))
+    denom = prob.sum(dim=(0, 2, 3)) + target.sum(dim=(0, 2, 3))
+    return 1 - ((2 * inter + smooth) / (denom + smooth)).mean()
+
+
 def _resize_logits(logits: Tensor, size: tuple[int, int]) -> Tensor:
     if tuple(logits.shape[-2:]) == tuple(size):
         return logits
@@ -263,6 +291,10 @@ class SegmentationLoss(nn.Module):
             total = cfg.ce_weight * ce * boundary
         else:
             total = cfg.ce_weight * ce + cfg.boundary_weight * boundary
+
+        if cfg.dice_weight > 0:
+            terms["dice"] = soft_dice_loss(logits, mask)
+            total = total + cfg.dice_weight * terms["dice"]
 
         if cfg.hist_weight > 0 and outputs.get("category_embeddings") is not None:
             emb = outputs["category_embeddings"]

@@ -13,7 +13,8 @@ What a run promises:
   order and augmentation are functions of ``(seed, epoch, index)``, so on CPU with deterministic
   algorithms a resumed run ends with the same weights as an uninterrupted one.
 - **Validation** every epoch on ``val_dir`` with :mod:`palsyseg.metrics`; the model with the
-  best FPP F1 (``f1_fpp``, ties broken by ``mean_f1``, then the earlier epoch) is kept as
+  best mean F1 over the face classes (``mean_f1``, FPP one of its six; ties broken by
+  ``f1_fpp``, then the earlier epoch) is kept as
   ``OUT/best.pt`` together with the palsy threshold chosen on validation
   (:func:`~palsyseg.metrics.choose_palsy_threshold`). ``OUT/history.json`` holds every epoch.
 - **Checkpoint files** (:mod:`palsyseg.checkpoint`) hold plain types and tensors only, so they
@@ -396,12 +397,15 @@ def validate(
 
 
 def _selection_key(metrics: dict[str, float]) -> tuple[float, float]:
-    """Best model = highest FPP F1, then highest mean F1 (NaN counts as worst)."""
+    """Best model = highest mean F1 (classes 1–6, FPP among them), then highest FPP F1 (NaN counts
+    as worst). FPP F1 alone is the wrong key: early in training it is a few noisy pixels, and
+    an epoch-1 model that marks some FPP (0.04) beat a later one at mean F1 0.55 that marks
+    none (measured, 6 × 100 streamed patients), so the run kept its worst weights."""
 
     def finite(value: float | None) -> float:
         return -1.0 if value is None or math.isnan(value) else float(value)
 
-    return finite(metrics.get("f1_fpp")), finite(metrics.get("mean_f1"))
+    return finite(metrics.get("mean_f1")), finite(metrics.get("f1_fpp"))
 
 
 # ----------------------------------------------------------------------------------------------

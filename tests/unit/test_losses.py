@@ -15,6 +15,7 @@ from palsyseg.losses import (
     boundary_enhanced_loss,
     category_contours,
     label_edges,
+    soft_dice_loss,
 )
 
 C = 7
@@ -125,6 +126,35 @@ def test_sum_or_product_as_configured(combine: str) -> None:
     else:  # eq. 8: λ·L_CE·L_best
         expected = 2.0 * logs["ce"] * logs["boundary"]
     assert loss.item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_soft_dice_is_zero_when_perfect_and_one_minus_dice_by_hand() -> None:
+    mask = random_batch()
+    assert soft_dice_loss(perfect_logits(mask), mask).item() < 1e-6
+    # two-pixel image, classes 0 and 1 only: by hand with the softmax's probabilities
+    mask = torch.tensor([[[0, 1]]])
+    logits = torch.zeros(1, C, 1, 2)
+    logits[0, 1, 0, 1] = math.log(6.0)  # pixel 1: p(class 1) = 6 / (6 + 6) = 0.5
+    prob = logits.softmax(dim=1)[0, :, 0]  # C×2
+    per_class = []
+    for j in range(1, C):
+        target = (mask[0, 0] == j).float()
+        inter = (prob[j] * target).sum()
+        per_class.append((2 * inter + 1) / (prob[j].sum() + target.sum() + 1))
+    expected = 1 - torch.stack(per_class).mean()
+    assert soft_dice_loss(logits, mask).item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def test_dice_term_is_added_only_when_weighted() -> None:
+    mask = random_batch()
+    logits = torch.randn(2, C, *mask.shape[1:], requires_grad=True)
+    _, off = SegmentationLoss(LossConfig())({"logits": logits}, mask)
+    loss, on = SegmentationLoss(LossConfig(dice_weight=2.0))({"logits": logits}, mask)
+    assert "dice" not in off
+    assert on["total"] == pytest.approx(off["total"] + 2.0 * on["dice"], rel=1e-5)
+    assert on["dice"] == pytest.approx(soft_dice_loss(logits, mask).item(), rel=1e-6)
+    loss.backward()
+    assert torch.isfinite(logits.grad).all()
 
 
 def test_class_weights_match_torch_weighted_cross_entropy() -> None:

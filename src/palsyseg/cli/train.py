@@ -149,7 +149,7 @@ def train(
         table.caption = ""
     table.caption += (
         "loss: train; the rest on validation (sens./spec.: image-level palsy); "
-        "* = best (highest FPP F1, then mean F1)"
+        "* = best (highest mean F1, then FPP F1)"
     )
     stdout.print(table)
     stdout.print(
