@@ -122,6 +122,9 @@ class TrainConfig:
     stream_patients: int = 0
     """0: train on ``train_dir``. N > 0: train on N fresh phantom patients per epoch drawn on the
     fly (:mod:`palsyseg.data.stream`; ``train_dir`` is then unused), validate on ``val_dir``."""
+    stream_repeats: int = 1
+    """With ``stream_patients``: keep each draw of patients for this many consecutive epochs
+    (rendered once, augmented afresh every epoch; :class:`~palsyseg.data.stream.StreamConfig`)."""
 
     def __post_init__(self) -> None:
         if self.model not in list_models():
@@ -137,6 +140,8 @@ class TrainConfig:
             raise ValueError(f"lr must be positive, got {self.lr}")
         if not 0 <= self.momentum < 1:
             raise ValueError(f"momentum must be in [0, 1), got {self.momentum}")
+        if self.stream_repeats < 1:
+            raise ValueError("stream_repeats must be at least 1")
         if self.stream_patients < 0:
             raise ValueError(f"stream_patients must not be negative, got {self.stream_patients}")
         if self.stream_patients and not self.face_frame:
@@ -456,7 +461,11 @@ def _make_loaders(
         from palsyseg.data.stream import PhantomStream, StreamConfig
 
         train_set = PhantomStream(
-            StreamConfig(patients_per_epoch=config.stream_patients, seed=config.seed),
+            StreamConfig(
+                patients_per_epoch=config.stream_patients,
+                seed=config.seed,
+                repeats=config.stream_repeats,
+            ),
             image_size=config.image_size,
             augment=TrainAugmentation(),
             seed=config.seed,

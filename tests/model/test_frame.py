@@ -197,6 +197,42 @@ def test_the_stream_is_deterministic_fresh_per_epoch_and_held_out() -> None:
         stream[15]
 
 
+def test_stream_repeats_keep_patients_for_a_group_of_epochs_rendered_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    config = StreamConfig(patients_per_epoch=2, seed=4, images_per_patient=2, repeats=2)
+    stream = PhantomStream(config, image_size=48, augment=TrainAugmentation(), seed=1)
+    plain = PhantomStream(
+        StreamConfig(patients_per_epoch=2, seed=4, images_per_patient=2),
+        image_size=48,
+        augment=TrainAugmentation(),
+        seed=1,
+    )
+    renders: list[int] = []
+    original = PhantomStream._render
+
+    def counting(self: PhantomStream, index: int) -> object:
+        renders.append(index)
+        return original(self, index)
+
+    monkeypatch.setattr(PhantomStream, "_render", counting)
+    first = [stream[i] for i in range(4)]
+    assert torch.equal(first[1]["image"], plain[1]["image"])  # epoch 0 is the plain stream's
+    renders.clear()
+    stream.set_epoch(1)
+    second = [stream[i] for i in range(4)]
+    assert renders == []  # epoch 1 reuses epoch 0's renderings...
+    assert [a["patient_id"] for a in first] == [b["patient_id"] for b in second]
+    assert any(
+        not torch.equal(a["image"], b["image"]) for a, b in zip(first, second, strict=True)
+    )  # ...re-augmented
+    stream.set_epoch(2)
+    third = stream[0]
+    assert renders == [0] and third["patient_id"] != first[0]["patient_id"]  # a new group
+    with pytest.raises(ValueError, match="repeats"):
+        StreamConfig(repeats=0)
+
+
 def test_train_model_trains_on_the_stream(phantoms: Path, tmp_path: Path) -> None:
     from palsyseg.train import TrainConfig, load_checkpoint_model, train_model
 
