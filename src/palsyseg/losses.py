@@ -38,6 +38,11 @@ Terms (``w_*`` are :class:`LossConfig` weights):
 - ``dice`` (off unless ``dice_weight`` > 0; not in the paper) — ``1 −`` the mean soft Dice of
   the softmax over the six face classes, batch-wise (:func:`soft_dice_loss`): it scores the
   small parts by their overlap rather than per pixel, as the F1 they are measured by does.
+- ``decision`` (off unless ``decision_weight`` > 0; not in the paper: it supervises our
+  :class:`~palsyseg.models.asymmetry.PartSideFPP`) — BCE of the decision ``q`` per part and
+  half (``fpp_side_log_q``, B×P×2) against :func:`fpp_decision_targets`: whether the label map
+  has FPP pixels of that part in that half. Through the pixels alone the decision learns only
+  from the few FPP pixels' cross-entropy; this gives each face one clear vote per part and half.
 - ``edge`` — BCE of the ``edge`` logits against the union of category contours, with
   ``pos_weight = #negative / #positive`` (clamped to ``[1, edge_max_pos_weight]``).
 
@@ -66,6 +71,8 @@ __all__ = [
     "LossConfig",
     "SegmentationLoss",
     "category_contours",
+    "decision_loss",
+    "fpp_decision_targets",
     "label_edges",
     "soft_dice_loss",
 ]
@@ -94,8 +101,11 @@ class LossConfig:
     edge_weight: float = 0.5
     edge_max_pos_weight: float = 50.0
     dice_weight: float = 0.0  # soft Dice of the softmax over the face classes (0 = off, the paper)
+    decision_weight: float = 0.0  # BCE of palsynet's per-part, per-side FPP decision (0 = off)
+    fpp_parts: tuple[int, ...] = (4, 5)  # the parts that decision covers (eye, mouth), in order
 
     def __post_init__(self) -> None:
+        self.fpp_parts = tuple(int(p) for p in self.fpp_parts)
         for name in ("class_weights", "boundary_category_weights"):
             values = getattr(self, name)
             if values is not None:
@@ -237,6 +247,42 @@ def soft_dice_loss(logits: Tensor, mask: Tensor, *, smooth: float = 1.0) -> Tens
     return 1 - ((2 * inter + smooth) / (denom + smooth)).mean()
 
 
+def fpp_decision_targets(mask: Tensor, parts: tuple[int, ...], fpp_class: int) -> Tensor:
+    """B×P×2 float targets of the per-part, per-side FPP decision from B×H×W labels.
+
+    ``[b, p, 0]`` is 1 when image ``b`` has an FPP pixel of part ``parts[p]`` left of the
+    centre line (column < (W − 1)/2; the face frame's midline), ``[b, p, 1]`` right of it; the
+    centre column counts for neither. An FPP pixel belongs to the part whose own pixels'
+    mean row is nearest to its row (FPP replaces half an eye or mouth, so the other half
+    remains; a part with no pixel of its own is never nearest).
+    """
+    b, h, w = mask.shape
+    rows = torch.arange(h, device=mask.device, dtype=torch.float32)
+    distances = []
+    for part in parts:
+        own = (mask == part).float()
+        count = own.sum(dim=(1, 2))
+        centre = (own.sum(dim=2) * rows).sum(dim=1) / count.clamp(min=1)  # B
+        distance = (rows[None] - centre[:, None]).abs()  # B×H
+        distances.append(torch.where(count[:, None] > 0, distance, torch.full_like(distance, 1e9)))
+    nearest = torch.stack(distances).argmin(dim=0)  # B×H: the part each row's FPP belongs to
+    fpp = mask == fpp_class
+    cols = torch.arange(w, device=mask.device, dtype=torch.float32)
+    halves = torch.stack([cols < (w - 1) / 2, cols > (w - 1) / 2])  # 2×W: left, right
+    targets = torch.zeros(b, len(parts), 2, device=mask.device)
+    for i in range(len(parts)):
+        of_part = fpp & (nearest == i)[:, :, None]  # B×H×W
+        per_column = of_part.any(dim=1)  # B×W
+        targets[:, i] = (per_column[:, None, :] & halves[None]).any(dim=-1).float()
+    return targets
+
+
+def decision_loss(log_q: Tensor, targets: Tensor) -> Tensor:
+    """Mean BCE of ``q = exp(log_q)`` (B×P×2) against 0/1 ``targets`` of the same shape."""
+    log_not_q = torch.log(-torch.expm1(log_q.clamp(max=-1e-6)))
+    return -(targets * log_q + (1 - targets) * log_not_q).mean()
+
+
 def _resize_logits(logits: Tensor, size: tuple[int, int]) -> Tensor:
     if tuple(logits.shape[-2:]) == tuple(size):
         return logits
@@ -295,6 +341,17 @@ class SegmentationLoss(nn.Module):
         if cfg.dice_weight > 0:
             terms["dice"] = soft_dice_loss(logits, mask)
             total = total + cfg.dice_weight * terms["dice"]
+
+        if cfg.decision_weight > 0 and outputs.get("fpp_side_log_q") is not None:
+            log_q = outputs["fpp_side_log_q"].float()
+            if log_q.shape[1] != len(cfg.fpp_parts):
+                raise ValueError(
+                    f"fpp_side_log_q covers {log_q.shape[1]} parts but LossConfig.fpp_parts "
+                    f"names {len(cfg.fpp_parts)}: set loss.fpp_parts to the model's parts"
+                )
+            targets = fpp_decision_targets(mask, cfg.fpp_parts, self.num_classes - 1)
+            terms["decision"] = decision_loss(log_q, targets)
+            total = total + cfg.decision_weight * terms["decision"]
 
         if cfg.hist_weight > 0 and outputs.get("category_embeddings") is not None:
             emb = outputs["category_embeddings"]

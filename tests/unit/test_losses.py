@@ -14,6 +14,8 @@ from palsyseg.losses import (
     SegmentationLoss,
     boundary_enhanced_loss,
     category_contours,
+    decision_loss,
+    fpp_decision_targets,
     label_edges,
     soft_dice_loss,
 )
@@ -155,6 +157,41 @@ def test_dice_term_is_added_only_when_weighted() -> None:
     assert on["dice"] == pytest.approx(soft_dice_loss(logits, mask).item(), rel=1e-6)
     loss.backward()
     assert torch.isfinite(logits.grad).all()
+
+
+def test_fpp_decision_targets_name_the_part_and_half_of_the_fpp_pixels() -> None:
+    mask = torch.zeros(3, 12, 9, dtype=torch.long)  # centre column 4
+    mask[:, 2:4, 1:3], mask[:, 2:4, 6:8] = 4, 4  # two eyes
+    mask[:, 8:10, 2:7] = 5  # a mouth across the centre line
+    mask[0, 2:4, 6:8] = 6  # image 0: the right eye is FPP
+    mask[1, 8:10, 2:4] = 6  # image 1: the mouth's left half (its eye rows are far)
+    mask[1, 8:10, 4] = 6  # ...and its centre column, which counts for neither half
+    targets = fpp_decision_targets(mask, (4, 5), 6)
+    expected = torch.zeros(3, 2, 2)
+    expected[0, 0, 1] = 1
+    expected[1, 1, 0] = 1
+    assert torch.equal(targets, expected)  # image 2 shows no palsy: all zero
+    # a part with no pixel of its own is never nearest: FPP goes to the other part
+    alone = torch.zeros(1, 12, 9, dtype=torch.long)
+    alone[0, 2:4, 1:3] = 6
+    alone[0, 8:10, 2:7] = 5
+    assert torch.equal(fpp_decision_targets(alone, (4, 5), 6)[0], torch.tensor([[0.0, 0], [1, 0]]))
+
+
+def test_decision_loss_is_the_bce_of_q_and_joins_the_total_when_weighted() -> None:
+    q = torch.tensor([[[0.8, 0.1], [0.3, 0.05]]])
+    targets = torch.tensor([[[1.0, 0.0], [0.0, 1.0]]])
+    expected = F.binary_cross_entropy(q, targets)
+    assert decision_loss(q.log(), targets).item() == pytest.approx(expected.item(), rel=1e-5)
+    mask = random_batch()
+    log_q = torch.full((2, 2, 2), math.log(0.5), requires_grad=True)
+    outputs = {"logits": torch.randn(2, C, *mask.shape[1:]), "fpp_side_log_q": log_q}
+    loss, logs = SegmentationLoss(LossConfig(decision_weight=1.0))(outputs, mask)
+    assert logs["decision"] == pytest.approx(math.log(2), rel=1e-5)  # q = 0.5: log 2 per entry
+    loss.backward()
+    assert torch.isfinite(log_q.grad).all()
+    with pytest.raises(ValueError, match="fpp_parts"):
+        SegmentationLoss(LossConfig(decision_weight=1.0, fpp_parts=(4,)))(outputs, mask)
 
 
 def test_class_weights_match_torch_weighted_cross_entropy() -> None:
