@@ -222,13 +222,31 @@ def split_step(
     return split_dataset(dataset_dir, out_dir, config, force=True).to_dict()
 
 
-def train_config_for(model: str, overrides: Mapping[str, Any] | None = None) -> Any:
-    """``TrainConfig`` from ``overrides`` (the ``train:`` section and flags) for ``model``."""
+def train_config_for(
+    model: str, overrides: Mapping[str, Any] | None = None, *, role: str = "candidate"
+) -> Any:
+    """``TrainConfig`` from ``overrides`` (the ``train:`` section and flags) for ``model``.
+
+    A ``baselines`` mapping inside ``overrides`` holds fields that differ for the baselines
+    (``role="baseline"``), applied on top of the rest (a field replaces the whole value, a
+    ``loss`` mapping included); the candidate ignores it. The demo uses it to train the
+    baselines on the written split while the candidate trains on the phantom stream; the
+    evaluation report records every model's own configuration.
+    """
     from palsyseg.params import from_section
     from palsyseg.train import TrainConfig
 
-    section = _restore_ints({**dict(overrides or {}), "model": model}, TrainConfig)
-    return from_section(section, TrainConfig, where="train")
+    section = dict(overrides or {})
+    for_baselines = section.pop("baselines", None) or {}
+    if not isinstance(for_baselines, Mapping):
+        raise ConfigError(
+            f"train.baselines must be a mapping of TrainConfig fields, got {for_baselines!r}"
+        )
+    if role == "baseline":
+        section.update(for_baselines)
+    section = _restore_ints({**section, "model": model}, TrainConfig)
+    where = "train.baselines" if role == "baseline" and for_baselines else "train"
+    return from_section(section, TrainConfig, where=where)
 
 
 def _input_example(val_dir: Path, config: Any) -> Any:
@@ -280,7 +298,7 @@ def train_step(
     from palsyseg.train import train_model
 
     splits = Path(splits_dir)
-    config = train_config_for(model, train_config)
+    config = train_config_for(model, train_config, role=role)
     context = context or RunContext()
     # kfp.local resolves the job-name placeholder inside a ParallelFor as
     # "<job>/for-loop-N-iteration-M"; every run of one pipeline run carries the job's name.
@@ -529,7 +547,10 @@ class PipelineArguments:
             raise ConfigError("baselines: a model is listed twice")
         if self.epochs < 1:
             raise ConfigError(f"epochs: must be at least 1, got {self.epochs}")
-        train_config_for(self.candidate_model, {**self.train_config, "epochs": self.epochs})
+        train = {**self.train_config, "epochs": self.epochs}
+        train_config_for(self.candidate_model, train)
+        for baseline in self.baseline_models:
+            train_config_for(baseline, train, role="baseline")
         from palsyseg.tracking.gates import policy_from_dict
 
         policy_from_dict(self.gates)

@@ -23,6 +23,7 @@ from palsyseg.pipeline import (
     build_arguments,
     compile_pipeline,
     submit,
+    train_config_for,
 )
 from palsyseg.tracking.gates import GateReport, GateResult
 
@@ -201,6 +202,35 @@ def test_arguments_come_from_params_policy_and_flags(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="unknown key"):
         build_arguments(
             dataset_uri=str(data), params_path=params, policy_path=policy, gate_overrides={"x": 1}
+        )
+
+
+def test_baseline_only_fields_apply_to_the_baselines_and_are_checked_up_front(
+    tmp_path: Path,
+) -> None:
+    train = {"image_size": 64, "stream_patients": 40, "baselines": {"stream_patients": 0}}
+    candidate = train_config_for("palsynet", train)
+    baseline = train_config_for("unet_r18", {**train, "epochs": 3}, role="baseline")
+    assert candidate.stream_patients == 40 and candidate.model == "palsynet"
+    assert baseline.stream_patients == 0 and baseline.image_size == 64 and baseline.epochs == 3
+    with pytest.raises(ConfigError, match=r"train\.baselines: unknown key"):
+        train_config_for("unet_r18", {"baselines": {"nope": 1}}, role="baseline")
+    with pytest.raises(ConfigError, match="must be a mapping"):
+        train_config_for("unet_r18", {"baselines": 3}, role="baseline")
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "manifest.csv").write_text("image,mask\n")
+    params = tmp_path / "params.yaml"
+    params.write_text(
+        "train: {epochs: 1}\nevaluate: {candidate: palsynet, baselines: [unet_r18]}\n"
+    )
+    with pytest.raises(ConfigError, match=r"train\.baselines: unknown key"):  # before any task runs
+        build_arguments(
+            dataset_uri=str(data),
+            params_path=params,
+            policy_path=REPO / "mlflow" / "promotion.yaml",
+            train_overrides={"baselines": {"nope": 1}},
+            resolve_dataset_version=False,
         )
 
 

@@ -106,6 +106,7 @@ def train(
         check_model_flag("--model", model)
     _set_threads(threads)
     section = dict(load_params(params).get("train") or {})
+    section.pop("baselines", None)  # the pipeline's baseline-only fields: not this model's
     flags = {
         "model": model,
         "epochs": epochs,
