@@ -69,7 +69,13 @@ def main(argv: list[str] | None = None) -> dict:
         default=100,
         help="fresh phantom patients per training epoch (0: train on the written train split)",
     )
-    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument(
+        "--stream-repeats",
+        type=int,
+        default=2,
+        help="epochs each draw of streamed patients is kept (rendered once, re-augmented)",
+    )
+    parser.add_argument("--epochs", type=int, default=16)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--lr", type=float, default=0.03)
     parser.add_argument(
@@ -134,6 +140,7 @@ def main(argv: list[str] | None = None) -> dict:
         "seed": args.seed,
         "num_workers": 0,
         "stream_patients": args.stream_patients,
+        "stream_repeats": args.stream_repeats,
     }
     for item in args.set:
         key, _, value = item.partition("=")

@@ -261,6 +261,12 @@ def load_checkpoint_model(
         and not any(str(key).startswith("part_side.") for key in data["model_state"])
     ):  # written before PalsyNet decided FPP per part and side (PartSideFPP)
         kwargs["part_side_fpp"] = False
+    if (
+        name.startswith("palsynet")
+        and "part_geometry" not in kwargs
+        and not any(str(key).startswith("part_side.shape_side.") for key in data["model_state"])
+    ):  # written before the part-side decision read the parts' shape moments
+        kwargs["part_geometry"] = False
     try:
         model = create_model(name, num_classes=num_classes, **kwargs)
     except (ValueError, TypeError, KeyError) as exc:

@@ -253,6 +253,27 @@ def test_a_palsynet_from_before_the_part_side_decision_loads_as_it_was_trained(
         torch.testing.assert_close(old(x)["logits"], reference.eval()(x)["logits"])
 
 
+def test_a_palsynet_from_before_the_shape_moments_loads_as_it_was_trained(
+    written: Path, tmp_path: Path
+) -> None:
+    """The part-side decision later also read each half's part shape; a checkpoint from
+    before (no ``part_side.shape_side`` weights) loads without it and gives its own logits."""
+    data = read_checkpoint(written)
+    torch.manual_seed(0)
+    data["model_state"] = create_model("palsynet", NUM_CLASSES, part_geometry=False).state_dict()
+    assert not any(key.startswith("part_side.shape_side.") for key in data["model_state"])
+    save_checkpoint(tmp_path / "before.pt", data)
+    old, _ = load_checkpoint_model(tmp_path / "before.pt")
+    assert old.part_side.geometry is False
+    x = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        reference = create_model("palsynet", NUM_CLASSES, part_geometry=False)
+        reference.load_state_dict(data["model_state"])
+        torch.testing.assert_close(old(x)["logits"], reference.eval()(x)["logits"])
+    current, _ = load_checkpoint_model(written)
+    assert current.part_side.geometry is True
+
+
 def test_malformed_metadata_is_a_checkpoint_error(written: Path, tmp_path: Path) -> None:
     data = read_checkpoint(written)
     data["metadata"]["train_config"] = "not a mapping"

@@ -166,6 +166,7 @@ def test_fpp_decision_targets_name_the_part_and_half_of_the_fpp_pixels() -> None
     mask[0, 2:4, 6:8] = 6  # image 0: the right eye is FPP
     mask[1, 8:10, 2:4] = 6  # image 1: the mouth's left half (its eye rows are far)
     mask[1, 8:10, 4] = 6  # ...and its centre column, which counts for neither half
+    mask[1, 9, 5] = 6  # ...and one pixel past it: the weak half is where most of it lies
     targets = fpp_decision_targets(mask, (4, 5), 6)
     expected = torch.zeros(3, 2, 2)
     expected[0, 0, 1] = 1

@@ -20,7 +20,10 @@ def test_each_recipe_is_a_valid_train_section() -> None:
     assert ours.optimizer == paper.optimizer == "sgd" and ours.schedule == "poly"
     assert ours.warmup == 0.03
     assert ours.loss.class_weights == (1, 1, 1, 1, 1, 1, 3)  # FPP ×3 in the cross-entropy
-    assert ours.loss.boundary_category_weights is None  # eq. 7 stays uniform
+    assert ours.loss.boundary_category_weights is None  # eq. 7 stays uniform...
+    assert ours.loss.boundary_weight == 0.25 and paper.loss.boundary_weight == 1.0  # ...lighter
+    assert ours.loss.dice_weight == 1.0 and paper.loss.dice_weight == 0.0
+    assert ours.loss.decision_weight == 1.0 and paper.loss.decision_weight == 0.0
 
 
 def test_params_yaml_trains_with_the_default_recipe() -> None:

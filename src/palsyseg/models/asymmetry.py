@@ -133,15 +133,36 @@ class PartSideFPP(nn.Module):
       ``P6``. The per-pixel cross-entropy on FPP and on the parts trains ``u`` and ``v``
       through every pixel of the part.
 
+    - **Shape** (``geometry=True``): the moments of each half's predicted part probability at
+      the input's resolution (:meth:`shape_moments`: mass, mean row, mean distance from the
+      centre line, spread in rows and columns) — the mouth-corner drop and the eye opening
+      that the landmark rule measures, read from the segmentation, which is learnt long before
+      the pooled features say which half is weak. Their left − right difference ``δ`` enters
+      the side logit linearly, ``v += a·δ`` (``a`` starts at 0), and ``|δ|`` the presence
+      MLP: ``δ`` is odd and ``|δ|`` even in the swap (the moments measure distances from the
+      centre line), so the equivariance above is kept. Only differences go in: the moments
+      themselves (a mouth's mean row ~84 px) would swamp the ~1 px asymmetries.
+
     The presence logit starts at −2 (``q ≈ 0.1``): an untrained network marks no FPP.
     """
 
+    SHAPE_FEATURES = 5
+    """Moments per part and half (:meth:`shape_moments`)."""
+
     def __init__(
-        self, channels: int, parts: tuple[int, ...], fpp_class: int, hidden: int = 32
+        self,
+        channels: int,
+        parts: tuple[int, ...],
+        fpp_class: int,
+        hidden: int = 32,
+        *,
+        geometry: bool = False,
     ) -> None:
         super().__init__()
         self.parts = parts
         self.fpp_class = fpp_class
+        self.geometry = geometry
+        shape = self.SHAPE_FEATURES if geometry else 0
         self.embed = nn.ModuleList(
             nn.Sequential(
                 nn.Linear(channels, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, hidden)
@@ -149,9 +170,13 @@ class PartSideFPP(nn.Module):
             for _ in parts
         )
         self.side = nn.ModuleList(nn.Linear(hidden, 1, bias=False) for _ in parts)
+        if geometry:  # v gains a · (g(L) − g(R)): odd in the swap; starts at 0
+            self.shape_side = nn.ModuleList(nn.Linear(shape, 1, bias=False) for _ in parts)
+            for head in self.shape_side:
+                nn.init.zeros_(head.weight)
         self.presence = nn.ModuleList(
             nn.Sequential(
-                nn.Linear(2 * hidden, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, 1)
+                nn.Linear(2 * hidden + shape, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, 1)
             )
             for _ in parts
         )
@@ -166,10 +191,52 @@ class PartSideFPP(nn.Module):
         """Log-softmax over every class but FPP (FPP pixels belong to their part here)."""
         return logits[:, self.others(logits.shape[1])].log_softmax(dim=1)
 
-    def decide(self, features: Tensor, logits: Tensor, image_width: int, stride: int) -> Tensor:
+    @staticmethod
+    def shape_moments(prob: Tensor, halves: Tensor) -> Tensor:
+        """B×2×5 moments of a B×H×W part probability over the left and right half (``halves``
+        2×W, 0/1): mass, mean row, mean distance from the centre line, and the spread of both.
+        Lengths are in pixels of a 128 px frame and the mass in 16-pixel units of it, so one
+        pixel of droop is ~1 unit at any input size."""
+        h, w = prob.shape[-2:]
+        unit = 128 / w
+        rows = torch.arange(h, device=prob.device, dtype=prob.dtype)[:, None] * unit
+        off = (torch.arange(w, device=prob.device, dtype=prob.dtype) - (w - 1) / 2).abs()
+        off = (off * unit)[None]
+        weight = prob[:, None] * halves[None, :, None, :]  # B×2×H×W
+        mass = weight.sum(dim=(2, 3)) + 1e-3
+        mean_row = (weight * rows).sum(dim=(2, 3)) / mass
+        mean_off = (weight * off).sum(dim=(2, 3)) / mass
+        row_spread = (weight * (rows - mean_row[..., None, None]).pow(2)).sum(dim=(2, 3)) / mass
+        off_spread = (weight * (off - mean_off[..., None, None]).pow(2)).sum(dim=(2, 3)) / mass
+        moments = [
+            mass * unit * unit / 16,
+            mean_row,
+            mean_off,
+            (row_spread + 1e-6).sqrt(),
+            (off_spread + 1e-6).sqrt(),
+        ]
+        return torch.stack(moments, dim=-1)
+
+    def decide(
+        self,
+        features: Tensor,
+        logits: Tensor,
+        image_width: int,
+        stride: int,
+        shape_logits: Tensor | None = None,
+    ) -> Tensor:
         """Log ``q`` per part and side, B×P×2 (left, right of the image), from stride-``stride``
-        ``features`` and base ``logits`` at any resolution."""
+        ``features`` and base ``logits`` at any resolution (``shape_logits``: the base logits
+        at the input's size, for the shape moments; default ``logits``)."""
         keep = self.others(logits.shape[1])
+        shape_prob = None
+        if self.geometry:
+            base = logits if shape_logits is None else shape_logits
+            shape_prob = base.detach()[:, keep].softmax(dim=1)
+            shape_sign = SidePath.sign_map(
+                base.shape[-1], image_width, image_width // base.shape[-1], base.device
+            )
+            shape_halves = torch.stack([(shape_sign > 0), (shape_sign < 0)]).to(base.dtype)
         prob = F.interpolate(
             logits.detach(), size=features.shape[-2:], mode="bilinear", align_corners=False
         )[:, keep].softmax(dim=1)
@@ -182,7 +249,13 @@ class PartSideFPP(nn.Module):
             pooled = pooled / (weight.sum(dim=(2, 3))[..., None] + 1e-3)
             e = self.embed[i](pooled)  # B×2×hidden
             v = self.side[i](e[:, 0]) - self.side[i](e[:, 1])  # B×1, odd in the swap
-            u = self.presence[i](torch.cat([(e[:, 0] - e[:, 1]).abs(), e[:, 0] + e[:, 1]], -1))
+            even = [(e[:, 0] - e[:, 1]).abs(), e[:, 0] + e[:, 1]]
+            if shape_prob is not None:
+                moments = self.shape_moments(shape_prob[:, keep.index(part)], shape_halves)
+                difference = (moments[:, 0] - moments[:, 1]).to(v.dtype)  # B×5, odd
+                v = v + self.shape_side[i](difference)
+                even.append(difference.abs())
+            u = self.presence[i](torch.cat(even, -1))
             out.append(F.logsigmoid(u) + F.logsigmoid(torch.cat([v, -v], dim=-1)))
         return torch.stack(out, dim=1)
 

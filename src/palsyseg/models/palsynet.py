@@ -439,6 +439,7 @@ class PalsyNetConfig:
     mirror_skips: bool = True  # MirrorAsymmetry on the 1/4 and 1/8 skips too (fine asymmetry)
     fpp_index: int | None = None  # the FPP class; None = the last (palsyseg.labels: 6)
     part_side_fpp: bool = True  # FPP decided per part and side (PartSideFPP)
+    part_geometry: bool = True  # that decision also reads each half's part shape (moments)
     # the classes whose weak-side pixels are FPP; None = eye and mouth (4, 5) of palsyseg.labels
     # when there are its 7 classes, else none (no PartSideFPP)
     fpp_parts: tuple[int, ...] | None = None
@@ -494,7 +495,9 @@ class PalsyNet(nn.Module):
         if cfg.side_path:
             self.side = SidePath(cfg.aspp_channels)
         if cfg.part_classes:
-            self.part_side = PartSideFPP(cfg.embed_dim, cfg.part_classes, cfg.fpp_class)
+            self.part_side = PartSideFPP(
+                cfg.embed_dim, cfg.part_classes, cfg.fpp_class, geometry=cfg.part_geometry
+            )
         if cfg.mirror_skips:  # the skips the decoder reads at 1/4 and 1/8
             self.skip_mirrors = nn.ModuleList(
                 [MirrorAsymmetry(w[1], stride=4), MirrorAsymmetry(w[2], stride=8)]
@@ -582,7 +585,9 @@ class PalsyNet(nn.Module):
         out["category_embeddings"] = categories
         out["logits"] = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
         if cfg.part_classes:  # FPP per part and side (PartSideFPP), composed at the input size
-            log_q = self.part_side.decide(d4, logits, int(size[-1]), stride=4)
+            log_q = self.part_side.decide(
+                d4, logits, int(size[-1]), stride=4, shape_logits=out["logits"]
+            )
             out["logits"] = self.part_side.compose(out["logits"], log_q)
             out["fpp_side_log_q"] = log_q
 
