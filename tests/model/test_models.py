@@ -127,22 +127,30 @@ def test_ablations_switch_their_part_off(built: dict[str, torch.nn.Module]) -> N
     assert "fpp_side_log_q" in outs["palsynet"] and "fpp_side_log_q" not in outs["palsynet_side"]
 
 
-def _part_side(seed: int = 0) -> PartSideFPP:
+def _part_side(seed: int = 0, *, geometry: bool = False) -> PartSideFPP:
     torch.manual_seed(seed)
-    block = PartSideFPP(8, parts=(int(Label.EYE), int(Label.MOUTH)), fpp_class=int(Label.FPP))
+    block = PartSideFPP(
+        8, parts=(int(Label.EYE), int(Label.MOUTH)), fpp_class=int(Label.FPP), geometry=geometry
+    )
     for head in block.presence:  # an untrained presence says "no FPP"; make it say something
         torch.nn.init.normal_(head[-1].weight)
+    for head in getattr(block, "shape_side", []):  # and the shape term starts at 0
+        torch.nn.init.normal_(head.weight)
     return block.eval()
 
 
-def test_the_part_side_decision_swaps_sides_with_the_halves() -> None:
-    block = _part_side()
+@pytest.mark.parametrize("geometry", [False, True])
+def test_the_part_side_decision_swaps_sides_with_the_halves(geometry: bool) -> None:
+    block = _part_side(geometry=geometry)
     features = torch.randn(2, 8, 32, 32)  # 1/4 of a 128 px frame: cells 0-15 left, 16-31 right
     features[..., :16] += torch.randn(2, 8, 1, 1) * 3  # one half's part looks different
     logits = torch.randn(2, 7, 64, 64)
+    full = torch.randn(2, 7, 128, 128)  # the base logits at the input's size (shape moments)
     with torch.no_grad():
-        log_q = block.decide(features, logits, image_width=128, stride=4)
-        mirrored = block.decide(features.flip(-1), logits.flip(-1), image_width=128, stride=4)
+        log_q = block.decide(features, logits, image_width=128, stride=4, shape_logits=full)
+        mirrored = block.decide(
+            features.flip(-1), logits.flip(-1), 128, 4, shape_logits=full.flip(-1)
+        )
     assert log_q.shape == (2, 2, 2) and (log_q <= 0).all()
     side = log_q[..., 0] - log_q[..., 1]  # = v: log σ(v) − log σ(−v)
     assert (side.abs() > 1e-2).all()  # the halves differ: one side is favoured
@@ -150,8 +158,25 @@ def test_the_part_side_decision_swaps_sides_with_the_halves() -> None:
     # A face whose halves pool to the same features gets no side preference at all.
     symmetric = features + features.flip(-1)
     with torch.no_grad():
-        even = block.decide(symmetric, logits + logits.flip(-1), image_width=128, stride=4).exp()
+        even = block.decide(
+            symmetric, logits + logits.flip(-1), 128, 4, shape_logits=full + full.flip(-1)
+        ).exp()
     torch.testing.assert_close(even[..., 0], even[..., 1])
+
+
+def test_shape_moments_measure_each_half_in_128_px_frame_pixels() -> None:
+    prob = torch.zeros(1, 64, 64)  # a 64 px input: one pixel here is 2 px of a 128 px frame
+    prob[0, 40:42, 10:14] = 1.0  # left: rows 40-41, columns 10-13
+    prob[0, 42:44, 50:54] = 1.0  # right: one row pair lower (a drooping corner), as far out
+    cols = torch.arange(64)
+    halves = torch.stack([cols < 31.5, cols > 31.5]).float()
+    moments = PartSideFPP.shape_moments(prob, halves)[0]  # 2×5
+    torch.testing.assert_close(moments[:, 0], torch.full((2,), 8 * 4 / 16), atol=1e-3, rtol=0)
+    torch.testing.assert_close(moments[:, 1], torch.tensor([81.0, 85.0]), atol=0.05, rtol=0)
+    torch.testing.assert_close(moments[:, 2], torch.tensor([40.0, 40.0]), atol=0.05, rtol=0)
+    torch.testing.assert_close(moments[:, 3], torch.ones(2), atol=1e-2, rtol=0)  # rows ±0.5 px
+    expected_spread = 2 * torch.tensor([0.0, 1, 2, 3]).std(unbiased=False)
+    torch.testing.assert_close(moments[:, 4], expected_spread.repeat(2), atol=1e-2, rtol=0)
 
 
 def test_the_part_side_composition_marks_the_decided_half_of_the_part() -> None:
