@@ -158,14 +158,21 @@ def test_gate_component_reads_the_verdict(tmp_path: Path) -> None:
     assert check_gates_op.python_func(report=report(False)) is False
 
 
-def test_arguments_come_from_params_policy_and_flags(tmp_path: Path) -> None:
+def _project(tmp_path: Path, params_text: str) -> tuple[Path, Path]:
+    """An empty dataset directory and a params.yaml holding ``params_text``."""
     data = tmp_path / "data"
     data.mkdir()
     (data / "manifest.csv").write_text("image,mask\n")
     params = tmp_path / "params.yaml"
-    params.write_text(
+    params.write_text(params_text)
+    return data, params
+
+
+def test_arguments_come_from_params_policy_and_flags(tmp_path: Path) -> None:
+    data, params = _project(
+        tmp_path,
         "dataset: data\nsplit: {seed: 3}\ntrain: {epochs: 4, batch_size: 8, image_size: 96}\n"
-        "evaluate: {candidate: palsynet, baselines: [unet_r18]}\n"
+        "evaluate: {candidate: palsynet, baselines: [unet_r18]}\n",
     )
     policy = tmp_path / "promotion.yaml"
     policy.write_text("min_primary: 0.4\n")
@@ -217,12 +224,8 @@ def test_baseline_only_fields_apply_to_the_baselines_and_are_checked_up_front(
         train_config_for("unet_r18", {"baselines": {"nope": 1}}, role="baseline")
     with pytest.raises(ConfigError, match="must be a mapping"):
         train_config_for("unet_r18", {"baselines": 3}, role="baseline")
-    data = tmp_path / "data"
-    data.mkdir()
-    (data / "manifest.csv").write_text("image,mask\n")
-    params = tmp_path / "params.yaml"
-    params.write_text(
-        "train: {epochs: 1}\nevaluate: {candidate: palsynet, baselines: [unet_r18]}\n"
+    data, params = _project(
+        tmp_path, "train: {epochs: 1}\nevaluate: {candidate: palsynet, baselines: [unet_r18]}\n"
     )
     with pytest.raises(ConfigError, match=r"train\.baselines: unknown key"):  # before any task runs
         build_arguments(
