@@ -231,7 +231,7 @@ def train_config_for(
     (``role="baseline"``), applied on top of the rest (a field replaces the whole value, a
     ``loss`` mapping included); the candidate ignores it. The demo uses it to train the
     baselines on the written split while the candidate trains on the phantom stream; the
-    evaluation report records every model's own configuration.
+    MLflow training run of every model records its own configuration.
     """
     from palsyseg.params import from_section
     from palsyseg.train import TrainConfig
