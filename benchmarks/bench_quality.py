@@ -1,7 +1,7 @@
 """Segmentation quality of the candidate against the baselines at the same training budget.
 
     .venv/bin/python benchmarks/bench_quality.py [--patients 100] [--size 250] [--image-size 128]
-        [--stream-patients 100] [--epochs 10] [--batch-size 8] [--lr 0.03] [--recipe palsyseg]
+        [--stream-patients 100] [--stream-repeats 2] [--epochs 16] [--batch-size 8] [--lr 0.03] [--recipe palsyseg]
         [--models palsynet deeplabv3plus_r34 unet_r18 unet_r18_mirror] [--threads 2] [--seed 7]
         [--work build/bench_quality] [--json OUT]
 
@@ -22,7 +22,8 @@ clinician would ask about, ``palsyseg.landmark_rule`` (dlib's 68 points → mout
 side = the lower corner, threshold fitted on validation), is scored on the same test photos for
 palsy presence and side (no pixels: it segments nothing). Tables go to stderr and
 one JSON object to stdout (and to ``--json``). Quality is a measurement, not a timed test: on 2
-CPU cores the defaults take about 40 minutes (palsynet trains ~4× faster than each baseline).
+CPU cores the defaults (8,000 photos per model) take about 48 minutes (palsynet trains 2–2.5×
+faster than each baseline).
 ``--recipe paper`` trains with the paper's settings instead of the default recipe
 (``palsyseg.recipes``).
 """
