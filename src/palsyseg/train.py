@@ -37,9 +37,8 @@ import dataclasses
 import logging
 import math
 import os
-import random
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -65,6 +64,14 @@ from palsyseg.errors import ConfigError, PalsysegError, Problem
 from palsyseg.labels import LABEL_NAMES, NUM_CLASSES, SIDES
 from palsyseg.losses import LossConfig, SegmentationLoss
 from palsyseg.models import create_model, list_models
+from palsyseg.processes import (
+    Processes,
+    deterministic,
+    restore_rng_state,
+    rng_state,
+    seed_everything,
+    start_processes,
+)
 
 log = logging.getLogger(__name__)
 
@@ -200,96 +207,6 @@ def _plain(value: Any) -> Any:
 # are re-exported here for callers of palsyseg.train.load_checkpoint_model / read_checkpoint.
 # Every checkpoint of a run is written through this name (a seam tests watch).
 _save_checkpoint = save_checkpoint
-
-
-# ----------------------------------------------------------------------------------------------
-# Random state, devices, processes
-
-
-def _seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def _rng_state() -> dict[str, Any]:
-    name, keys, pos, has_gauss, cached = np.random.get_state()
-    version, internal, gauss = random.getstate()
-    return {
-        "python": [version, list(internal), gauss],
-        "numpy": [name, keys.tolist(), int(pos), int(has_gauss), float(cached)],
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-    }
-
-
-def _restore_rng_state(state: dict[str, Any]) -> None:
-    version, internal, gauss = state["python"]
-    random.setstate((version, tuple(internal), gauss))
-    name, keys, pos, has_gauss, cached = state["numpy"]
-    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
-    torch.set_rng_state(state["torch"])
-    if state["cuda"] and torch.cuda.is_available():
-        with contextlib.suppress(RuntimeError, IndexError):  # fewer GPUs than when saved
-            torch.cuda.set_rng_state_all(state["cuda"])
-
-
-@dataclass
-class _Processes:
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-    initialized_here: bool = False
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-
-def _resolve_device(requested: str, local_rank: int) -> torch.device:
-    if requested == "auto":
-        requested = "cuda" if torch.cuda.is_available() else "cpu"
-    if requested.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise ConfigError(f"device {requested!r} asked for, but CUDA is not available here")
-        return torch.device(requested if ":" in requested else f"cuda:{local_rank}")
-    return torch.device("cpu")
-
-
-def _start_processes(config: TrainConfig) -> tuple[_Processes, torch.device]:
-    """Join the ``torchrun`` process group when ``WORLD_SIZE > 1`` (gloo on CPU, nccl on CUDA)."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    device = _resolve_device(config.device, local_rank)
-    if world_size <= 1:
-        return _Processes(), device
-    import torch.distributed as dist
-
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
-    initialized_here = False
-    if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-        initialized_here = True
-    procs = _Processes(dist.get_rank(), dist.get_world_size(), local_rank, initialized_here)
-    return procs, device
-
-
-@contextlib.contextmanager
-def _deterministic(device: torch.device) -> Iterator[None]:
-    """Deterministic algorithms on CPU (warn-only), cudnn autotuning on CUDA; restored afterwards."""
-    was = torch.are_deterministic_algorithms_enabled()
-    was_warn = torch.is_deterministic_algorithms_warn_only_enabled()
-    was_benchmark = torch.backends.cudnn.benchmark
-    if device.type == "cpu":
-        torch.use_deterministic_algorithms(True, warn_only=True)
-    else:
-        torch.backends.cudnn.benchmark = True
-    try:
-        yield
-    finally:
-        torch.use_deterministic_algorithms(was, warn_only=was_warn)
-        torch.backends.cudnn.benchmark = was_benchmark
 
 
 # ----------------------------------------------------------------------------------------------
@@ -443,7 +360,7 @@ def frame_of(config: TrainConfig) -> FaceFrame | None:
 
 
 def _make_loaders(
-    train_dir: Path, val_dir: Path, config: TrainConfig, procs: _Processes, device: torch.device
+    train_dir: Path, val_dir: Path, config: TrainConfig, procs: Processes, device: torch.device
 ) -> tuple[Any, Any, Any, Any]:
     from torch.utils.data import DataLoader, DistributedSampler
 
@@ -553,11 +470,11 @@ def train_model(
                 "or choose another output directory",
             )
         )
-    procs, device = _start_processes(config)
+    procs, device = start_processes(config.device)
     if procs.is_main:  # the directory's only writer: clear what a killed write left
         reconcile_run(out_dir, also=(HISTORY_FILE,))
     try:
-        with _deterministic(device):
+        with deterministic(device):
             result = _train(
                 train_dir, val_dir, out_dir, config, procs, device, resume, on_epoch_end
             )
@@ -580,7 +497,7 @@ class _Run:
     """What one training run holds and mutates; ``last.pt`` stores all of it."""
 
     config: TrainConfig
-    procs: _Processes
+    procs: Processes
     device: torch.device
     out_dir: Path
     amp_dtype: torch.dtype | None
@@ -616,13 +533,13 @@ class _Run:
                 "scheduler": self.scheduler.state_dict(),
                 "loss_state": self.criterion.state_dict(),
                 "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
-                "rng": _rng_state(),
+                "rng": rng_state(),
             }
         return data
 
 
 def _build_run(
-    config: TrainConfig, procs: _Processes, device: torch.device, out_dir: Path, steps: int
+    config: TrainConfig, procs: Processes, device: torch.device, out_dir: Path, steps: int
 ) -> _Run:
     cuda = device.type == "cuda"
     amp_dtype: torch.dtype | None = None
@@ -674,7 +591,7 @@ def _resume(run: _Run, path: Path) -> None:
     if training.get("scaler"):
         run.scaler.load_state_dict(training["scaler"])
     run.state = {key: training[key] for key in run.state}
-    _restore_rng_state(training["rng"])
+    restore_rng_state(training["rng"])
     log.info("resumed %s from %s after epoch %d", run.config.model, path, run.state["epoch"])
 
 
@@ -754,12 +671,12 @@ def _train(
     val_dir: Path,
     out_dir: Path,
     config: TrainConfig,
-    procs: _Processes,
+    procs: Processes,
     device: torch.device,
     resume: bool,
     on_epoch_end: Callable[[int, dict[str, float]], None] | None,
 ) -> TrainResult | None:
-    _seed_everything(config.seed)
+    seed_everything(config.seed)
     train_set, sampler, train_loader, val_loader = _make_loaders(
         train_dir, val_dir, config, procs, device
     )
@@ -836,7 +753,7 @@ def _train(
 
 
 def _reduce_means(
-    sums: dict[str, float], seen: int, procs: _Processes, device: torch.device
+    sums: dict[str, float], seen: int, procs: Processes, device: torch.device
 ) -> dict[str, float]:
     """Sample-weighted means of the epoch's loss terms over every rank."""
     keys = sorted(sums)

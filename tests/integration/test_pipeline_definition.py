@@ -21,10 +21,9 @@ from palsyseg.pipeline import (
     GATES_FILE,
     PipelineArguments,
     build_arguments,
-    compile_pipeline,
-    submit,
     train_config_for,
 )
+from palsyseg.pipeline_runner import compile_pipeline, submit
 from palsyseg.tracking.gates import GateReport, GateResult
 
 REPO = Path(__file__).resolve().parents[2]

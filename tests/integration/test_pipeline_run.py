@@ -22,7 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from palsyseg.pipeline import PipelineError, build_arguments, run_local
+from palsyseg.pipeline import PipelineError, build_arguments
+from palsyseg.pipeline_runner import run_local
 from palsyseg.storage import fingerprint, upload_directory
 from palsyseg.tracking import registry
 from palsyseg.tracking.gates import load_policy, policy_from_dict

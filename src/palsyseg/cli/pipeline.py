@@ -159,7 +159,7 @@ def compile_(
     ),
 ) -> None:
     """Compile the Kubeflow pipeline to IR YAML (upload it in the KFP UI or use submit)."""
-    from palsyseg.pipeline import compile_pipeline
+    from palsyseg.pipeline_runner import compile_pipeline
 
     path = compile_pipeline(out)
     stdout.print(f"wrote {path}")
@@ -225,7 +225,7 @@ def run(
     import time
 
     from palsyseg.connectivity import check_s3_endpoint, check_tracking_store
-    from palsyseg.pipeline import run_local
+    from palsyseg.pipeline_runner import run_local
     from palsyseg.tracking import registry
     from palsyseg.tracking.gates import policy_from_dict
 
@@ -311,7 +311,7 @@ def submit(
 ) -> None:
     """Create a run on a Kubeflow Pipelines API server (bearer token from $KF_PIPELINES_TOKEN)."""
     from palsyseg.errors import ConfigError
-    from palsyseg.pipeline import submit as submit_run
+    from palsyseg.pipeline_runner import submit as submit_run
 
     uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI", "")
     if not uri or uri.startswith("sqlite:"):
