@@ -40,8 +40,8 @@ Terms (``w_*`` are :class:`LossConfig` weights):
   small parts by their overlap rather than per pixel, as the F1 they are measured by does.
 - ``decision`` (off unless ``decision_weight`` > 0; not in the paper: it supervises our
   :class:`~palsyseg.models.asymmetry.PartSideFPP`) — BCE of the decision ``q`` per part and
-  half (``fpp_side_log_q``, B×P×2) against :func:`fpp_decision_targets`: whether the label map
-  has FPP pixels of that part in that half. Through the pixels alone the decision learns only
+  half (``fpp_side_log_q``, B×P×2) against :func:`fpp_decision_targets`: which half, if any,
+  holds most of that part's FPP pixels in the label map. Through the pixels alone the decision learns only
   from the few FPP pixels' cross-entropy; this gives each face one clear vote per part and half.
 - ``edge`` — BCE of the ``edge`` logits against the union of category contours, with
   ``pos_weight = #negative / #positive`` (clamped to ``[1, edge_max_pos_weight]``).
@@ -52,7 +52,7 @@ vanishes as either one improves (a perfect boundary switches off learning of the
 vice versa) and makes the effective learning rate depend on the loss scale. We therefore default
 to a **weighted sum** (``combine="sum"``):
 ``w_ce·CE + w_boundary·L_best + w_hist·L_hist + w_aux·aux + w_depth·depth + w_edge·edge``
-(``+ w_dice·dice`` when on), which
+(``+ w_dice·dice + w_decision·decision`` when on), which
 keeps eq. 8's ingredients (HIST's ``L_D`` and ``λ_s·L_CE`` via eq. 6, the CE, the boundary loss)
 with independent, bounded gradients. ``combine="product"`` reproduces eq. 8's
 ``w_ce·CE·L_best`` for the segmentation part (the other terms are still added).
