@@ -271,8 +271,15 @@ def load_checkpoint_model(
         model = create_model(name, num_classes=num_classes, **kwargs)
     except (ValueError, TypeError, KeyError) as exc:
         raise _refuse(path, f"cannot rebuild the model: {exc}") from None
+    state = data["model_state"]
+    if (
+        getattr(model, "part_side", None) is not None
+        and "part_side.decision_bias" not in state
+        and any(str(key).startswith("part_side.") for key in state)
+    ):  # written before validation chose the decision's operating point: no shift
+        state = {**state, "part_side.decision_bias": model.part_side.decision_bias.clone()}
     try:
-        model.load_state_dict(data["model_state"], strict=True)
+        model.load_state_dict(state, strict=True)
     except (RuntimeError, TypeError, AttributeError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise _refuse(path, f"weights do not fit model {name!r}: {first}") from None

@@ -258,6 +258,38 @@ def choose_palsy_threshold(fpp_fractions: Sequence[float], true_palsy: Sequence[
     return best
 
 
+DECISION_BIASES = np.round(np.arange(-2.0, 6.0 + 1e-9, 0.25), 2)
+"""Candidate operating points of the part-side FPP decision (:func:`choose_decision_bias`)."""
+
+
+def choose_decision_bias(side_logits: np.ndarray, targets: np.ndarray) -> float:
+    """The bias ``b`` on one part's decision logits (``logit(q)``, N×2: left and right half of
+    N images) that maximises the F1 of ``logit(q) + b > 0`` against 0/1 ``targets`` (N×2).
+
+    The candidates are :data:`DECISION_BIASES` (−2 … 6 in steps of 0.25: ``q`` thresholds from
+    0.88 down to 0.0025); among equally good ones the smallest ``|b|`` wins, so a decision
+    that needs no shift keeps 0. With no positive target, or no candidate above F1 0, the
+    answer is 0 (no evidence to move the decision on).
+    """
+    z = np.asarray(side_logits, dtype=np.float64)
+    y = np.asarray(targets, dtype=np.float64) > 0.5
+    if z.shape != y.shape:
+        raise ValueError(f"side_logits {z.shape} and targets {y.shape} differ in shape")
+    if np.isnan(z).any():
+        raise ValueError("side_logits holds NaN")
+    n_pos = int(y.sum())
+    if n_pos == 0:
+        return 0.0
+    best, best_f1 = 0.0, 0.0
+    for b in sorted(DECISION_BIASES, key=lambda v: (abs(v), v)):
+        marked = z + b > 0
+        tp = int((marked & y).sum())
+        f1 = 2 * tp / (int(marked.sum()) + n_pos)
+        if f1 > best_f1 + 1e-12:
+            best, best_f1 = float(b), f1
+    return best
+
+
 def image_level_metrics(
     fpp_fractions: Sequence[float],
     true_palsy: Sequence[bool],

@@ -16,7 +16,9 @@ What a run promises:
   best mean F1 over the face classes (``mean_f1``, FPP one of its six; ties broken by
   ``f1_fpp``, then the earlier epoch) is kept as
   ``OUT/best.pt`` together with the palsy threshold chosen on validation
-  (:func:`~palsyseg.metrics.choose_palsy_threshold`). ``OUT/history.json`` holds every epoch.
+  (:func:`~palsyseg.metrics.choose_palsy_threshold`) and, for PalsyNet's per-part FPP decision,
+  its operating point (:func:`validate`; the metrics are those at that point).
+  ``OUT/history.json`` holds every epoch.
 - **Checkpoint files** (:mod:`palsyseg.checkpoint`) hold plain types and tensors only, so they
   load with ``torch.load(..., weights_only=True)``, and carry SHA-256 digests checked on every
   load; ``last.pt`` is written before ``best.pt`` and a run directory left by a killed write is
@@ -45,7 +47,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from palsyseg.align import FaceFrame
 from palsyseg.atomic import atomic_write_json
@@ -281,6 +283,13 @@ def validate(
     (:func:`~palsyseg.metrics.choose_palsy_threshold`) and the image-level metrics use it. The
     truth per image is whether it *shows* palsy (``palsy``, ``visible_side``). ``midline`` is
     the face's midline column when items are in the face frame (``(size - 1) / 2``).
+
+    A model that decides FPP per part and side (PalsyNet's ``part_side``) also gets its
+    operating point here: the per-part bias on the decision (``decision_bias``) that maximises
+    the F1 of the per-half decisions against :func:`~palsyseg.losses.fpp_decision_targets` on
+    these images (:func:`~palsyseg.metrics.choose_decision_bias`) is set on the model, and the
+    metrics are those of the model at that point (the pre-composition logits are kept as
+    float16 until it is chosen: 2 bytes per class and pixel of the split).
     """
     from palsyseg.metrics import (
         ConfusionMatrix,
@@ -292,29 +301,51 @@ def validate(
 
     was_training = model.training
     model.eval()
+    decision = getattr(getattr(model, "module", model), "part_side", None)
     confusion = ConfusionMatrix(NUM_CLASSES)
     fractions: list[float] = []
     true_palsy: list[bool] = []
     pred_sides: list[str] = []
     true_sides: list[str] = []
+    held: list[tuple[Tensor, Tensor, Tensor]] = []  # (base logits, raw log q, mask) per batch
+
+    def score(logits: Tensor, mask: Tensor) -> None:
+        pred = logits.argmax(dim=1).cpu()
+        confusion.update(pred, mask)
+        for i in range(pred.shape[0]):
+            fraction, side = palsy_findings(pred[i].numpy(), midline=midline)
+            fractions.append(fraction)
+            pred_sides.append(side)
+
     for batch in loader:
         image = batch["image"].to(device)
         if channels_last:
             image = image.contiguous(memory_format=torch.channels_last)
         with _autocast(device, amp_dtype):
-            logits = model(image)["logits"]
-        pred = logits.argmax(dim=1).cpu()
-        confusion.update(pred, batch["mask"])
-        for i in range(pred.shape[0]):
-            fraction, side = palsy_findings(pred[i].numpy(), midline=midline)
-            fractions.append(fraction)
-            pred_sides.append(side)
+            out = model(image)
+        if decision is not None and "base_logits" in out:
+            held.append(
+                (
+                    out["base_logits"].half().cpu(),
+                    out["fpp_side_log_q"].float().cpu(),
+                    batch["mask"],
+                )
+            )
+        else:
+            score(out["logits"], batch["mask"])
         true_palsy += [bool(p) for p in batch["palsy"].tolist()]
         true_sides += [SIDES[s] for s in batch["visible_side"].tolist()]
+    if held:
+        _choose_operating_point(decision, held)
+        for base, log_q, mask in held:
+            score(decision.compose(base.float(), decision.shift(log_q)), mask)
     model.train(was_training)
     threshold = choose_palsy_threshold(fractions, true_palsy)
     metrics = segmentation_metrics(confusion.matrix)
     metrics.update(image_level_metrics(fractions, true_palsy, pred_sides, true_sides, threshold))
+    if held:
+        for i, part in enumerate(decision.parts):
+            metrics[f"fpp_decision_bias_{LABEL_NAMES[part]}"] = float(decision.decision_bias[i])
     return metrics, threshold
 
 
@@ -352,6 +383,23 @@ def _check_resume_config(path: Path, saved: dict[str, Any], config: TrainConfig)
             config.epochs,
             saved.get("epochs"),
         )
+
+
+def _choose_operating_point(decision: Any, held: list[tuple[Tensor, Tensor, Tensor]]) -> None:
+    """Set ``decision.decision_bias`` per part from the validation batches ``held``."""
+    from palsyseg.losses import fpp_decision_targets
+    from palsyseg.metrics import choose_decision_bias
+
+    log_q = torch.cat([item[1] for item in held])  # N×P×2, raw
+    targets = fpp_decision_targets(
+        torch.cat([item[2] for item in held]), tuple(decision.parts), decision.fpp_class
+    )
+    side_logits = log_q - torch.log(-torch.expm1(log_q.clamp(max=-1e-7)))
+    bias = [
+        choose_decision_bias(side_logits[:, i].numpy(), targets[:, i].numpy())
+        for i in range(len(decision.parts))
+    ]
+    decision.decision_bias.copy_(torch.tensor(bias, dtype=decision.decision_bias.dtype))
 
 
 def frame_of(config: TrainConfig) -> FaceFrame | None:

@@ -200,6 +200,35 @@ def test_the_part_side_composition_marks_the_decided_half_of_the_part() -> None:
     assert not (none == Label.FPP).any()
 
 
+def test_the_operating_point_shifts_the_decision_in_eval_only() -> None:
+    block = _part_side()
+    log_q = torch.log(torch.tensor([[[0.3, 0.05], [0.02, 0.6]]]))
+    torch.testing.assert_close(block.shift(log_q), log_q)  # bias 0: the raw decision
+    block.decision_bias.copy_(torch.tensor([1.0, -0.5]))
+    logit = lambda lq: lq - torch.log1p(-lq.exp())  # noqa: E731
+    expected = torch.stack([logit(log_q[:, 0]) + 1.0, logit(log_q[:, 1]) - 0.5], dim=1)
+    torch.testing.assert_close(logit(block.shift(log_q)), expected)
+    assert block.shift(log_q).exp()[0, 0, 0] > 0.5 > block.shift(log_q).exp()[0, 1, 1]
+
+    torch.manual_seed(0)
+    model = create_model("palsynet")
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        eval_before = model.eval()(x)
+        model.part_side.decision_bias.fill_(8.0)  # every half marked where its part is
+        eval_after = model.eval()(x)
+        train_after = model.train()(x)["logits"]  # batch statistics: the running ones don't
+        model.part_side.decision_bias.zero_()  # matter, but this updates them: eval first
+        train_before = model.train()(x)["logits"]
+    # Training reads the raw decision: the losses never see the operating point.
+    torch.testing.assert_close(train_after, train_before)
+    torch.testing.assert_close(eval_after["fpp_side_log_q"], eval_before["fpp_side_log_q"])
+    torch.testing.assert_close(eval_after["base_logits"], eval_before["base_logits"])
+    fpp = lambda out: (out["logits"].argmax(1) == Label.FPP).sum()  # noqa: E731
+    parts = torch.isin(eval_before["logits"].argmax(1), torch.tensor([Label.EYE, Label.MOUTH]))
+    assert fpp(eval_after) > fpp(eval_before) and fpp(eval_after) >= parts.sum()
+
+
 def test_mirror_asymmetry_is_flip_equivariant_and_silent_on_symmetric_input() -> None:
     torch.manual_seed(0)
     block = MirrorAsymmetry(8).eval()

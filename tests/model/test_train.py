@@ -457,3 +457,57 @@ def test_every_checkpoint_of_a_run_carries_its_weights_digest(trained: Path) -> 
     assert len(meta[WEIGHTS_DIGEST]) == 64  # for the tracking layer to store on the model version
     last = read_checkpoint(trained / "last.pt")
     assert last[TRAINING_DIGEST] == state_sha256(last["training"])
+
+
+class _UnderConfident(torch.nn.Module):
+    """A model whose segmentation is right and whose part-side decision ranks the weak mouth
+    half first but never reaches q > 0.5 (q 0.3 there, 0.05 elsewhere), as trained PalsyNets
+    did. Its "image" carries the true mask in channel 0."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        from palsyseg.labels import Label
+        from palsyseg.models.asymmetry import PartSideFPP
+
+        self.part_side = PartSideFPP(4, (int(Label.EYE), int(Label.MOUTH)), int(Label.FPP))
+
+    def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
+        from palsyseg.labels import NUM_CLASSES, Label
+        from palsyseg.losses import fpp_decision_targets
+
+        mask = image[:, 0].round().long()
+        part_mask = torch.where(mask == Label.FPP, torch.full_like(mask, Label.MOUTH), mask)
+        base = 10 * torch.nn.functional.one_hot(part_mask, NUM_CLASSES).permute(0, 3, 1, 2)
+        targets = fpp_decision_targets(mask, self.part_side.parts, self.part_side.fpp_class)
+        log_q = torch.log(0.05 + 0.25 * targets)
+        used = log_q if self.training else self.part_side.shift(log_q)
+        logits = self.part_side.compose(base.float(), used)
+        return {"logits": logits, "base_logits": base.float(), "fpp_side_log_q": log_q}
+
+
+def test_validation_chooses_the_fpp_decision_operating_point() -> None:
+    from palsyseg.labels import Label
+
+    masks = torch.full((6, 16, 16), int(Label.SKIN))
+    masks[:, 3:5, 2:14] = Label.EYE
+    masks[:, 10:12, 2:14] = Label.MOUTH
+    masks[:3, 10:12, 2:8] = Label.FPP  # the left mouth half weak in three photos
+    masks[3, 10:12, 8:14] = Label.FPP  # the right one in one; two healthy photos
+    batch = {
+        "image": masks[:, None].float().expand(-1, 3, -1, -1),
+        "mask": masks,
+        "palsy": torch.tensor([1, 1, 1, 1, 0, 0]),
+        # SIDES: none, left, right — of the patient, whose right is the image's left half
+        "visible_side": torch.tensor([2, 2, 2, 1, 0, 0]),
+    }
+    model = _UnderConfident()
+    with torch.no_grad():
+        assert not (model.eval()(batch["image"])["logits"].argmax(1) == Label.FPP).any()
+    metrics, _ = train_module.validate(model, [batch], torch.device("cpu"), midline=7.5)
+    # logit(0.3) = −0.85 against logit(0.05) = −2.94: the smallest bias in between is 1.0
+    torch.testing.assert_close(model.part_side.decision_bias, torch.tensor([0.0, 1.0]))
+    assert metrics["fpp_decision_bias_mouth"] == 1.0 and metrics["fpp_decision_bias_eye"] == 0.0
+    assert metrics["f1_fpp"] == pytest.approx(1.0) and metrics["f1_mouth"] == pytest.approx(1.0)
+    assert metrics["side_accuracy"] == 1.0 and not model.training
+    with torch.no_grad():  # the model keeps the point: it marks the weak halves from now on
+        torch.testing.assert_close(model(batch["image"])["logits"].argmax(1), masks)

@@ -274,6 +274,28 @@ def test_a_palsynet_from_before_the_shape_moments_loads_as_it_was_trained(
     assert current.part_side.geometry is True
 
 
+def test_the_decision_operating_point_travels_with_the_weights(
+    written: Path, tmp_path: Path
+) -> None:
+    """Validation sets ``part_side.decision_bias``; a checkpoint keeps it, and one from before
+    it existed loads with no shift (the decision as it was trained and scored)."""
+    data = read_checkpoint(written)
+    data["model_state"]["part_side.decision_bias"] = torch.tensor([0.5, 1.25])
+    save_checkpoint(tmp_path / "shifted.pt", data)
+    shifted, _ = load_checkpoint_model(tmp_path / "shifted.pt")
+    torch.testing.assert_close(shifted.part_side.decision_bias, torch.tensor([0.5, 1.25]))
+    del data["model_state"]["part_side.decision_bias"]
+    save_checkpoint(tmp_path / "before.pt", data)
+    old, _ = load_checkpoint_model(tmp_path / "before.pt")
+    torch.testing.assert_close(old.part_side.decision_bias, torch.zeros(2))
+    x = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        out = old(x)
+        torch.testing.assert_close(
+            out["logits"], old.part_side.compose(out["base_logits"], out["fpp_side_log_q"])
+        )
+
+
 def test_malformed_metadata_is_a_checkpoint_error(written: Path, tmp_path: Path) -> None:
     data = read_checkpoint(written)
     data["metadata"]["train_config"] = "not a mapping"

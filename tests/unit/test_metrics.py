@@ -12,6 +12,7 @@ from sklearn.metrics import accuracy_score, f1_score, jaccard_score, roc_auc_sco
 from palsyseg.labels import LABEL_NAMES, Label, mirrored_side
 from palsyseg.metrics import (
     ConfusionMatrix,
+    choose_decision_bias,
     choose_palsy_threshold,
     image_level_metrics,
     palsy_findings,
@@ -247,3 +248,27 @@ def test_patient_level_metrics_read_the_whole_exam() -> None:
     assert per_image["palsy_sensitivity"] == pytest.approx(2 / 5)
     with pytest.raises(ValueError, match="differ in length"):
         patient_level_metrics(ids[:-1], fractions, truth, pred_sides, true_sides, 0.04)
+
+
+def test_the_decision_bias_moves_an_under_confident_decision_to_its_best_f1() -> None:
+    # Weak halves at logit(q) ≈ −0.85 (q 0.3), the others at ≈ −2.9 (q 0.05): no half is
+    # marked at bias 0; any bias in (0.85, 2.9] marks exactly the weak ones, the smallest wins.
+    logits = np.array([[-0.85, -2.9], [-2.9, -0.85], [-2.9, -2.9], [-0.85, -2.9]])
+    truth = np.array([[1, 0], [0, 1], [0, 0], [1, 0]])
+    assert choose_decision_bias(logits, truth) == 1.0
+    # An over-confident one is pulled back: the healthy halves at logit 0.1 need b ≤ −0.1.
+    assert choose_decision_bias(logits + 3.0, truth) == -0.25
+    # Overlapping scores: the F1 optimum, not the separating point, e.g. marking one false
+    # half for two more true ones.
+    mixed = np.array([[0.0, -3.0], [-1.0, -3.0], [-1.5, -3.0], [-1.2, -3.0]])
+    mixed_truth = np.array([[1, 0], [1, 0], [1, 0], [0, 0]])
+    assert choose_decision_bias(mixed, mixed_truth) == 1.75  # F1 6/7 against 2/3 at 1.25
+
+
+def test_the_decision_bias_stays_zero_without_evidence_and_refuses_bad_input() -> None:
+    assert choose_decision_bias(np.zeros((3, 2)), np.zeros((3, 2))) == 0.0  # no weak half
+    assert choose_decision_bias(np.full((2, 2), 0.5), np.array([[1, 0], [0, 1]])) == 0.0
+    with pytest.raises(ValueError, match="differ in shape"):
+        choose_decision_bias(np.zeros((3, 2)), np.zeros((2, 2)))
+    with pytest.raises(ValueError, match="NaN"):
+        choose_decision_bias(np.full((1, 2), np.nan), np.ones((1, 2)))

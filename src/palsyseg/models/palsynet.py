@@ -477,7 +477,11 @@ class PalsyNet(nn.Module):
 
     ``logits`` B×C×H×W; ``depth`` B×1×H×W in ``[0, m_max]`` (if ``use_depth``); ``edge``
     B×1×H×W logits (if ``use_edge``); ``aux_logits`` list of B×C×h×w at 1/4 (if
-    ``use_fg_attention``); ``category_embeddings`` B×C×D (always).
+    ``use_fg_attention``); ``category_embeddings`` B×C×D (always); with ``part_classes``
+    (:class:`~palsyseg.models.asymmetry.PartSideFPP`) also ``fpp_side_log_q`` B×P×2, the raw
+    per-part, per-side decision the losses train, and ``base_logits``, the logits before the
+    decision is composed in. In eval mode the composition uses the decision at the operating
+    point validation chose (``part_side.decision_bias``); in training mode the raw one.
     """
 
     def __init__(self, config: PalsyNetConfig | None = None) -> None:
@@ -588,8 +592,11 @@ class PalsyNet(nn.Module):
             log_q = self.part_side.decide(
                 d4, logits, int(size[-1]), stride=4, shape_logits=out["logits"]
             )
-            out["logits"] = self.part_side.compose(out["logits"], log_q)
-            out["fpp_side_log_q"] = log_q
+            out["base_logits"] = out["logits"]
+            out["fpp_side_log_q"] = log_q  # the raw decision, which the losses train
+            # eval: at the operating point validation chose (PartSideFPP.shift)
+            used = log_q if self.training else self.part_side.shift(log_q)
+            out["logits"] = self.part_side.compose(out["logits"], used)
 
         if cfg.use_depth:
             category_depth = self.depth_head(depth_embedding, categories)  # B×C×h/4×w/4
