@@ -39,6 +39,7 @@ from torch import nn
 
 from palsyseg.atomic import atomic_path, remove_stale_temporaries
 from palsyseg.errors import PalsysegError, Problem
+from palsyseg.metrics import PALSY_SCORES
 
 log = logging.getLogger(__name__)
 
@@ -232,7 +233,8 @@ def load_checkpoint_model(
     """Rebuild the model a checkpoint was trained as, load its weights, return it in eval mode.
 
     Returns ``(model, metadata)``; metadata holds plain types: ``model_name``, ``num_classes``,
-    ``image_size``, ``palsy_threshold``, ``train_config`` (dict), ``epoch``, ``val_metrics``,
+    ``image_size``, ``palsy_threshold``, ``palsy_score`` (what that threshold is on; absent in
+    checkpoints from before it, :func:`palsy_score`), ``train_config`` (dict), ``epoch``, ``val_metrics``,
     ``label_names``, ``weights_sha256`` (absent in checkpoints from before it existed). Raises
     :class:`CheckpointError` for anything that is not a loadable, intact palsyseg checkpoint
     (see :func:`read_checkpoint`) or whose weights do not fit the model.
@@ -271,6 +273,9 @@ def load_checkpoint_model(
         model = create_model(name, num_classes=num_classes, **kwargs)
     except (ValueError, TypeError, KeyError) as exc:
         raise _refuse(path, f"cannot rebuild the model: {exc}") from None
+    score = palsy_score(meta)
+    if score not in PALSY_SCORES:
+        raise _refuse(path, f"palsy_score {score!r} is not one of {', '.join(PALSY_SCORES)}")
     state = data["model_state"]
     if (
         getattr(model, "part_side", None) is not None
@@ -283,8 +288,16 @@ def load_checkpoint_model(
     except (RuntimeError, TypeError, AttributeError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise _refuse(path, f"weights do not fit model {name!r}: {first}") from None
+    if score == "decision" and getattr(model, "part_side", None) is None:
+        raise _refuse(path, f"palsy_score is 'decision' but model {name!r} has no FPP decision")
     model.to(map_location).eval()
     return model, meta
+
+
+def palsy_score(metadata: dict[str, Any]) -> str:
+    """What a checkpoint's ``palsy_threshold`` is on (:data:`palsyseg.metrics.PALSY_SCORES`);
+    checkpoints from before the part-side decision scored palsy on the FPP area."""
+    return str(metadata.get("palsy_score", "fpp_fraction"))
 
 
 # ----------------------------------------------------------------------------------------------

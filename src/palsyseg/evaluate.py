@@ -95,6 +95,8 @@ class ModelEvaluation:
     name: str
     metrics: dict[str, float]
     confusion: np.ndarray
+    palsy_score: str = "fpp_fraction"
+    """What its palsy threshold is on (:data:`palsyseg.metrics.PALSY_SCORES`)."""
 
 
 @dataclass
@@ -123,6 +125,9 @@ class ImageRecord:
     true_palsy: bool
     true_side: str
     fpp_fraction: dict[str, float] = field(default_factory=dict)
+    palsy_score: dict[str, float] = field(default_factory=dict)
+    """What the model's palsy threshold applies to: the FPP fraction, or the part-side decision
+    (:data:`palsyseg.metrics.PALSY_SCORES`; the checkpoint's ``palsy_score``)."""
     pred_side: dict[str, str] = field(default_factory=dict)
     confusion: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
@@ -171,6 +176,7 @@ class EvaluationReport:
                     name: {
                         "checkpoint": self.checkpoints.get(name),
                         "metrics": dict(evaluation.metrics),
+                        "palsy_score": evaluation.palsy_score,
                         "confusion": evaluation.confusion.astype(int).tolist(),
                     }
                     for name, evaluation in self.models.items()
@@ -224,6 +230,7 @@ def evaluate_models(
     import torch.nn.functional as F
 
     from palsyseg.align import FaceFrame, logits_to_photo
+    from palsyseg.checkpoint import palsy_score
     from palsyseg.data.manifest import read_manifest
     from palsyseg.data.torch_dataset import (
         fallback_points,
@@ -237,6 +244,7 @@ def evaluate_models(
     )
     from palsyseg.metrics import (
         ConfusionMatrix,
+        decision_findings,
         image_level_metrics,
         palsy_findings,
         patient_level_metrics,
@@ -262,6 +270,7 @@ def evaluate_models(
         for name, (_, meta) in loaded.items()
     }
     points = row_points(test_dir, rows) if any(frames.values()) else []
+    scores = {name: palsy_score(meta) for name, (_, meta) in loaded.items()}
 
     confusion = {name: ConfusionMatrix(NUM_CLASSES) for name in loaded}
     fractions: dict[str, list[float]] = {name: [] for name in loaded}
@@ -303,8 +312,9 @@ def evaluate_models(
                 if index == 0:
                     model(x)  # warm-up: allocator and kernel selection are not latency
                 started = time.perf_counter()
-                logits = model(x)["logits"]
+                out = model(x)
                 elapsed = time.perf_counter() - started
+                logits = out["logits"]
                 if index < config.latency_images:
                     latencies[name].append(elapsed)
                 if frame is not None:
@@ -323,10 +333,14 @@ def evaluate_models(
                 confusion[name].merge(on_image)
                 if frame is None:
                     fraction, side = palsy_findings(pred)
-                fractions[name].append(fraction)
+                score = fraction
+                if scores[name] == "decision":  # the threshold is on the part-side decision
+                    score, side = decision_findings(out["fpp_decision_log_q"][0])
+                fractions[name].append(score)
                 pred_sides[name].append(side)
                 predictions[name] = pred
                 record.fpp_fraction[name] = fraction
+                record.palsy_score[name] = score
                 record.pred_side[name] = side
                 record.confusion[name] = on_image.matrix
             images.append(record)
@@ -361,7 +375,9 @@ def evaluate_models(
         metrics["palsy_threshold"] = threshold
         metrics["latency_ms"] = 1000.0 * float(np.mean(latencies[name]))
         metrics["params"] = float(sum(p.numel() for p in model.parameters()))
-        models[name] = ModelEvaluation(name, metrics, confusion[name].matrix.copy())
+        models[name] = ModelEvaluation(
+            name, metrics, confusion[name].matrix.copy(), palsy_score=scores[name]
+        )
         log.info(
             "%s on %s: mean F1 %.4f, mIoU %.4f, FPP F1 %.4f, %.1f ms/image",
             name,

@@ -3,7 +3,7 @@
 The RNG state of python, numpy, torch and CUDA is captured into a checkpoint and restored on
 resume; a run's device is resolved from ``TrainConfig.device``; under ``torchrun``
 (``WORLD_SIZE > 1``) the process group is joined; on CPU deterministic algorithms are on for
-the run's duration.
+the run's duration; :func:`autocast` runs a forward pass in the run's mixed precision.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from palsyseg.errors import ConfigError
 
 __all__ = [
     "Processes",
+    "autocast",
     "deterministic",
     "resolve_device",
     "restore_rng_state",
@@ -116,3 +117,10 @@ def deterministic(device: torch.device) -> Iterator[None]:
     finally:
         torch.use_deterministic_algorithms(was, warn_only=was_warn)
         torch.backends.cudnn.benchmark = was_benchmark
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
+    """``torch.autocast`` on ``device`` to ``dtype``; a no-op context without a dtype."""
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)

@@ -17,7 +17,7 @@ What a run promises:
   ``f1_fpp``, then the earlier epoch) is kept as
   ``OUT/best.pt`` together with the palsy threshold chosen on validation
   (:func:`~palsyseg.metrics.choose_palsy_threshold`) and, for PalsyNet's per-part FPP decision,
-  its operating point (:func:`validate`; the metrics are those at that point).
+  its operating point (:func:`palsyseg.scoring.validate`; the metrics are those at that point).
   ``OUT/history.json`` holds every epoch.
 - **Checkpoint files** (:mod:`palsyseg.checkpoint`) hold plain types and tensors only, so they
   load with ``torch.load(..., weights_only=True)``, and carry SHA-256 digests checked on every
@@ -47,7 +47,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import nn
 
 from palsyseg.align import FaceFrame
 from palsyseg.atomic import atomic_write_json
@@ -63,17 +63,20 @@ from palsyseg.checkpoint import (
 )
 from palsyseg.checkpoint import load_checkpoint_model as load_checkpoint_model
 from palsyseg.errors import ConfigError, PalsysegError, Problem
-from palsyseg.labels import LABEL_NAMES, NUM_CLASSES, SIDES
+from palsyseg.labels import LABEL_NAMES, NUM_CLASSES
 from palsyseg.losses import LossConfig, SegmentationLoss
 from palsyseg.models import create_model, list_models
 from palsyseg.processes import (
     Processes,
+    autocast,
     deterministic,
     restore_rng_state,
     rng_state,
     seed_everything,
     start_processes,
 )
+from palsyseg.scoring import palsy_score_of
+from palsyseg.scoring import validate as validate
 
 log = logging.getLogger(__name__)
 
@@ -255,98 +258,10 @@ class _TrainStep(nn.Module):
     def forward(
         self, image: torch.Tensor, mask: torch.Tensor, depth: torch.Tensor
     ) -> tuple[torch.Tensor, dict[str, float]]:
-        with _autocast(image.device, self.amp_dtype):
+        with autocast(image.device, self.amp_dtype):
             outputs = self.model(image)
         # the loss in float32: boundary/HIST/depth terms are sensitive to half precision
         return self.criterion(_to_float32(outputs), mask, depth)
-
-
-def _autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
-    if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=dtype)
-
-
-@torch.inference_mode()
-def validate(
-    model: nn.Module,
-    loader: Any,
-    device: torch.device,
-    *,
-    amp_dtype: torch.dtype | None = None,
-    channels_last: bool = False,
-    midline: float | None = None,
-) -> tuple[dict[str, float], float]:
-    """Segmentation metrics (eq. 9–11) and image-level palsy metrics on a validation loader.
-
-    Returns ``(metrics, palsy_threshold)``: the threshold is chosen on these images
-    (:func:`~palsyseg.metrics.choose_palsy_threshold`) and the image-level metrics use it. The
-    truth per image is whether it *shows* palsy (``palsy``, ``visible_side``). ``midline`` is
-    the face's midline column when items are in the face frame (``(size - 1) / 2``).
-
-    A model that decides FPP per part and side (PalsyNet's ``part_side``) also gets its
-    operating point here: the per-part bias on the decision (``decision_bias``) that maximises
-    the F1 of the per-half decisions against :func:`~palsyseg.losses.fpp_decision_targets` on
-    these images (:func:`~palsyseg.metrics.choose_decision_bias`) is set on the model, and the
-    metrics are those of the model at that point (the pre-composition logits are kept as
-    float16 until it is chosen: 2 bytes per class and pixel of the split).
-    """
-    from palsyseg.metrics import (
-        ConfusionMatrix,
-        choose_palsy_threshold,
-        image_level_metrics,
-        palsy_findings,
-        segmentation_metrics,
-    )
-
-    was_training = model.training
-    model.eval()
-    decision = getattr(getattr(model, "module", model), "part_side", None)
-    confusion = ConfusionMatrix(NUM_CLASSES)
-    fractions: list[float] = []
-    true_palsy: list[bool] = []
-    pred_sides: list[str] = []
-    true_sides: list[str] = []
-    held: list[tuple[Tensor, Tensor, Tensor]] = []  # (base logits, raw log q, mask) per batch
-
-    def score(logits: Tensor, mask: Tensor) -> None:
-        pred = logits.argmax(dim=1).cpu()
-        confusion.update(pred, mask)
-        for i in range(pred.shape[0]):
-            fraction, side = palsy_findings(pred[i].numpy(), midline=midline)
-            fractions.append(fraction)
-            pred_sides.append(side)
-
-    for batch in loader:
-        image = batch["image"].to(device)
-        if channels_last:
-            image = image.contiguous(memory_format=torch.channels_last)
-        with _autocast(device, amp_dtype):
-            out = model(image)
-        if decision is not None and "base_logits" in out:
-            held.append(
-                (
-                    out["base_logits"].half().cpu(),
-                    out["fpp_side_log_q"].float().cpu(),
-                    batch["mask"],
-                )
-            )
-        else:
-            score(out["logits"], batch["mask"])
-        true_palsy += [bool(p) for p in batch["palsy"].tolist()]
-        true_sides += [SIDES[s] for s in batch["visible_side"].tolist()]
-    if held:
-        _choose_operating_point(decision, held)
-        for base, log_q, mask in held:
-            score(decision.compose(base.float(), decision.shift(log_q)), mask)
-    model.train(was_training)
-    threshold = choose_palsy_threshold(fractions, true_palsy)
-    metrics = segmentation_metrics(confusion.matrix)
-    metrics.update(image_level_metrics(fractions, true_palsy, pred_sides, true_sides, threshold))
-    if held:
-        for i, part in enumerate(decision.parts):
-            metrics[f"fpp_decision_bias_{LABEL_NAMES[part]}"] = float(decision.decision_bias[i])
-    return metrics, threshold
 
 
 def _selection_key(metrics: dict[str, float]) -> tuple[float, float]:
@@ -383,23 +298,6 @@ def _check_resume_config(path: Path, saved: dict[str, Any], config: TrainConfig)
             config.epochs,
             saved.get("epochs"),
         )
-
-
-def _choose_operating_point(decision: Any, held: list[tuple[Tensor, Tensor, Tensor]]) -> None:
-    """Set ``decision.decision_bias`` per part from the validation batches ``held``."""
-    from palsyseg.losses import fpp_decision_targets
-    from palsyseg.metrics import choose_decision_bias
-
-    log_q = torch.cat([item[1] for item in held])  # N×P×2, raw
-    targets = fpp_decision_targets(
-        torch.cat([item[2] for item in held]), tuple(decision.parts), decision.fpp_class
-    )
-    side_logits = log_q - torch.log(-torch.expm1(log_q.clamp(max=-1e-7)))
-    bias = [
-        choose_decision_bias(side_logits[:, i].numpy(), targets[:, i].numpy())
-        for i in range(len(decision.parts))
-    ]
-    decision.decision_bias.copy_(torch.tensor(bias, dtype=decision.decision_bias.dtype))
 
 
 def frame_of(config: TrainConfig) -> FaceFrame | None:
@@ -696,7 +594,7 @@ def _finish_epoch(
     state = run.state
     state["history"].append(entry)
     state["epoch"] = epoch + 1
-    metadata = _metadata(run.config, epoch + 1, metrics, threshold)
+    metadata = _metadata(run.config, epoch + 1, metrics, threshold, palsy_score_of(run.model))
     key = list(_selection_key(metrics))
     new_best = key > state["best_key"]  # strictly better: on a tie the earlier epoch stays
     if new_best:
@@ -818,7 +716,11 @@ def _reduce_means(
 
 
 def _metadata(
-    config: TrainConfig, epoch: int, metrics: dict[str, float], threshold: float
+    config: TrainConfig,
+    epoch: int,
+    metrics: dict[str, float],
+    threshold: float,
+    palsy_score: str,
 ) -> dict[str, Any]:
     return {
         "model_name": config.model,
@@ -827,6 +729,7 @@ def _metadata(
         "image_size": config.image_size,
         "frame": frame.to_dict() if (frame := frame_of(config)) is not None else None,
         "palsy_threshold": float(threshold),
+        "palsy_score": palsy_score,
         "epoch": epoch,
         "val_metrics": {k: float(v) for k, v in metrics.items()},
         "train_config": config.to_dict(),

@@ -111,6 +111,40 @@ def test_report_scores_every_model_on_the_same_pixels(
     assert report.models["unet_r18"].metrics["pixel_accuracy"] == pytest.approx(accuracy)
 
 
+def test_palsynet_is_judged_by_its_fpp_decision_and_a_baseline_by_its_fpp_area(
+    runs: dict[str, Path],
+) -> None:
+    checkpoints = {"palsynet": runs["palsynet"], "unet_r18": runs["unet_r18"]}
+    report = evaluate_models(runs["test"], checkpoints, candidate="palsynet")
+    assert report.models["palsynet"].palsy_score == "decision"
+    assert report.models["unet_r18"].palsy_score == "fpp_fraction"
+    assert report.to_dict()["models"]["palsynet"]["palsy_score"] == "decision"
+    model, meta = load_checkpoint_model(runs["palsynet"])
+    assert meta["palsy_score"] == "decision"
+    frame = FaceFrame.from_dict(meta["frame"])
+    rows = {row.image: row for row in read_manifest(runs["test"])}
+    for record in report.images:
+        assert record.palsy_score["unet_r18"] == record.fpp_fraction["unet_r18"]
+        # independently: the largest q of the decision, on the half the side names
+        row = rows[record.image]
+        sample = load_sample(runs["test"], row)
+        matrix = frame_transform(points_for_row(runs["test"], row), frame)
+        crop = warp_image(sample.image, matrix, frame.size, interpolation="linear")
+        with torch.inference_mode():
+            q = model(normalize_image(crop).unsqueeze(0))["fpp_decision_log_q"][0].exp()
+        assert record.palsy_score["palsynet"] == pytest.approx(float(q.max()), abs=1e-6)
+        half = int(q.max(dim=0).values.argmax())  # 0: the image's left = the patient's right
+        assert record.pred_side["palsynet"] == ("right" if half == 0 else "left")
+    scores = [r.palsy_score["palsynet"] for r in report.images]
+    threshold = report.models["palsynet"].metrics["palsy_threshold"]
+    truth = [r.true_palsy for r in report.images]
+    sensitivity = sum(s > threshold and t for s, t in zip(scores, truth, strict=True))
+    if any(truth):
+        assert report.models["palsynet"].metrics["palsy_sensitivity"] == pytest.approx(
+            sensitivity / sum(truth)
+        )
+
+
 def test_a_checkpoint_from_before_the_frame_predicts_on_the_whole_photo(
     runs: dict[str, Path], tmp_path: Path
 ) -> None:

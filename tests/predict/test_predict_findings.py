@@ -114,6 +114,8 @@ def _finding(image: str, fraction: float, side: str, brow: float, threshold: flo
         detection=detection,
         mask=np.zeros((100, 100), np.uint8),
         fpp_fraction=fraction,
+        score=fraction,
+        score_kind="fpp_fraction",
         leaning_side=side,
         present=fraction > threshold,
         threshold=threshold,

@@ -296,6 +296,21 @@ def test_the_decision_operating_point_travels_with_the_weights(
         )
 
 
+def test_a_palsy_score_the_model_cannot_give_is_refused(written: Path, tmp_path: Path) -> None:
+    data = read_checkpoint(written)
+    data["metadata"]["palsy_score"] = "vibes"
+    save_checkpoint(tmp_path / "unknown.pt", data)
+    with pytest.raises(CheckpointError, match="palsy_score 'vibes' is not one of"):
+        load_checkpoint_model(tmp_path / "unknown.pt")
+    data = read_checkpoint(written)
+    data["metadata"]["palsy_score"] = "decision"
+    data["metadata"]["train_config"]["model_kwargs"] = {"part_side_fpp": False}
+    data["model_state"] = create_model("palsynet", NUM_CLASSES, part_side_fpp=False).state_dict()
+    save_checkpoint(tmp_path / "no_decision.pt", data)
+    with pytest.raises(CheckpointError, match="has no FPP decision"):
+        load_checkpoint_model(tmp_path / "no_decision.pt")
+
+
 def test_malformed_metadata_is_a_checkpoint_error(written: Path, tmp_path: Path) -> None:
     data = read_checkpoint(written)
     data["metadata"]["train_config"] = "not a mapping"

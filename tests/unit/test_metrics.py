@@ -14,6 +14,7 @@ from palsyseg.metrics import (
     ConfusionMatrix,
     choose_decision_bias,
     choose_palsy_threshold,
+    decision_findings,
     image_level_metrics,
     palsy_findings,
     patient_level_metrics,
@@ -272,3 +273,15 @@ def test_the_decision_bias_stays_zero_without_evidence_and_refuses_bad_input() -
         choose_decision_bias(np.zeros((3, 2)), np.zeros((2, 2)))
     with pytest.raises(ValueError, match="NaN"):
         choose_decision_bias(np.full((1, 2), np.nan), np.ones((1, 2)))
+
+
+def test_decision_findings_take_the_surer_half_in_the_mirror_convention() -> None:
+    # parts × (image left, image right): the mouth's left image half is the surest
+    log_q = np.log(np.array([[0.2, 0.3], [0.7, 0.1]]))
+    score, side = decision_findings(log_q)
+    assert score == pytest.approx(0.7) and side == "right"  # image left = patient's right
+    score, side = decision_findings(log_q[:, ::-1])
+    assert score == pytest.approx(0.7) and side == "left"
+    assert decision_findings(np.log(np.full((2, 2), 0.4))) == (pytest.approx(0.4), "none")
+    with pytest.raises(ValueError, match="parts × 2"):
+        decision_findings(np.zeros((2, 3)))

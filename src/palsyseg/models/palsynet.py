@@ -479,9 +479,11 @@ class PalsyNet(nn.Module):
     B×1×H×W logits (if ``use_edge``); ``aux_logits`` list of B×C×h×w at 1/4 (if
     ``use_fg_attention``); ``category_embeddings`` B×C×D (always); with ``part_classes``
     (:class:`~palsyseg.models.asymmetry.PartSideFPP`) also ``fpp_side_log_q`` B×P×2, the raw
-    per-part, per-side decision the losses train, and ``base_logits``, the logits before the
-    decision is composed in. In eval mode the composition uses the decision at the operating
-    point validation chose (``part_side.decision_bias``); in training mode the raw one.
+    per-part, per-side decision the losses train, ``base_logits``, the logits before the
+    decision is composed in, and ``fpp_decision_log_q``, the decision they were composed with:
+    in eval mode at the operating point validation chose (``part_side.decision_bias``), in
+    training mode the raw one. The image-level palsy findings read the latter
+    (:func:`palsyseg.metrics.decision_findings`).
     """
 
     def __init__(self, config: PalsyNetConfig | None = None) -> None:
@@ -597,6 +599,7 @@ class PalsyNet(nn.Module):
             # eval: at the operating point validation chose (PartSideFPP.shift)
             used = log_q if self.training else self.part_side.shift(log_q)
             out["logits"] = self.part_side.compose(out["logits"], used)
+            out["fpp_decision_log_q"] = used  # what the logits were composed with
 
         if cfg.use_depth:
             category_depth = self.depth_head(depth_embedding, categories)  # B×C×h/4×w/4

@@ -152,8 +152,8 @@ def exam_finding(
     """
     from palsyseg.metrics import patient_finding
 
-    fractions = [f.fpp_fraction for f in findings]
-    score, side = patient_finding(fractions, [f.leaning_side for f in findings])
+    scores = [f.score for f in findings]  # what the threshold is on (PhotoFinding.score)
+    score, side = patient_finding(scores, [f.leaning_side for f in findings])
     present = bool(findings) and score > threshold
     affected = side if present else "none"
     showing = [f for f in findings if f.present and f.affected_side == affected]
@@ -175,6 +175,7 @@ def exam_finding(
                     "image": f.image,
                     "pose": pose,
                     "fpp_fraction": round(f.fpp_fraction, 4),
+                    "score": round(f.score, 4),
                     "side": f.leaning_side,
                     "present": f.present,
                 }

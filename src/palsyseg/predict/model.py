@@ -72,6 +72,13 @@ class PredictModel:
         return DEFAULT_PALSY_THRESHOLD if value is None else float(value)
 
     @property
+    def palsy_score(self) -> str:
+        """What ``palsy_threshold`` is on (:func:`palsyseg.checkpoint.palsy_score`)."""
+        from palsyseg.checkpoint import palsy_score
+
+        return palsy_score(self.metadata)
+
+    @property
     def threshold_source(self) -> str:
         return "checkpoint" if self.metadata.get("palsy_threshold") is not None else "default"
 
@@ -87,6 +94,7 @@ class PredictModel:
             "weights_sha256": self.metadata.get("weights_sha256"),
             "epoch": self.metadata.get("epoch"),
             "palsy_threshold": self.palsy_threshold,
+            "palsy_score": self.palsy_score,
             "threshold_source": self.threshold_source,
             "frame": frame.to_dict() if frame else None,
             "image_size": self.image_size,

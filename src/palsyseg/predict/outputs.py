@@ -28,15 +28,20 @@ def _palette() -> np.ndarray:
     return np.array([PALETTE[Label(v)] for v in range(NUM_CLASSES)], dtype=np.uint8)
 
 
+def _score(finding: PhotoFinding) -> str:
+    name = "decision q" if finding.score_kind == "decision" else "FPP"
+    return f"{name} {finding.score:.3f}"
+
+
 def _summary(finding: PhotoFinding) -> str:
     if finding.present:
         parts = "+".join(finding.parts) or "unspecified part"
         text = (
             f"palsy: shown, patient's {finding.affected_side} {parts} "
-            f"(FPP {finding.fpp_fraction:.3f} > {finding.threshold:.3f}, p {finding.probability:.2f})"
+            f"({_score(finding)} > {finding.threshold:.3f}, p {finding.probability:.2f})"
         )
     else:
-        text = f"palsy: not shown (FPP {finding.fpp_fraction:.3f} <= {finding.threshold:.3f})"
+        text = f"palsy: not shown ({_score(finding)} <= {finding.threshold:.3f})"
     return text + " - research aid, not a medical device"
 
 

@@ -10,19 +10,22 @@
    normalised as in training, and the network's logits are mapped back onto the photo's pixels
    (:func:`labels_on_photo`: the labels of :func:`palsyseg.align.logits_to_photo`, faster);
 4. the palsy finding is read in the frame, where the face's midline is the crop's centre
-   column (:func:`palsyseg.metrics.palsy_findings`, as the evaluation does).
+   column (:func:`palsyseg.metrics.palsy_findings`, as the evaluation does), or, for a
+   checkpoint whose threshold is on PalsyNet's per-part, per-side FPP decision
+   (``palsy_score: decision``), from that decision (:func:`palsyseg.metrics.decision_findings`).
 
 The finding (:meth:`PhotoFinding.to_dict`, the object ``palsyseg predict --json`` prints):
 
-- ``palsy.present``: the FPP fraction (FPP pixels over face pixels, in the frame) is above the
-  checkpoint's ``palsy_threshold`` (chosen on its validation split by Youden's J);
-  ``palsy.fpp_fraction`` and ``palsy.threshold`` are the numbers compared;
+- ``palsy.present``: ``palsy.score`` is above the checkpoint's ``palsy_threshold`` (chosen on
+  its validation split by Youden's J). ``palsy.score_kind`` says what the score is:
+  ``fpp_fraction`` (FPP pixels over face pixels, in the frame; also ``palsy.fpp_fraction``) or
+  ``decision`` (the largest ``q`` of PalsyNet's per-part, per-side FPP decision);
 - ``palsy.affected_side``: the patient's side holding more FPP (image left = patient's right),
-  ``none`` when no palsy is present;
-- ``palsy.probability``: the network's mean softmax FPP probability over the eye, mouth and
-  FPP pixels of that half of the face (of the half where it is larger when no side leans). It
-  says how sure the network is of the pixels it marked; it is not a calibrated probability
-  that the person has palsy;
+  or with ``decision`` the side of the surer half, ``none`` when no palsy is present;
+- ``palsy.probability``: with ``decision``, the decision's ``q``; otherwise the network's mean
+  softmax FPP probability over the eye, mouth and FPP pixels of that half of the face (of the
+  half where it is larger when no side leans). It says how sure the network is; it is not a
+  calibrated probability that the person has palsy;
 - ``palsy.parts``: ``eye`` and/or ``mouth``: which part holds at least :data:`PART_SHARE` of
   that side's FPP pixels (a pixel belongs to the eye above :data:`EYE_MOUTH_SPLIT` IOD below
   the eye line, to the mouth below it);
@@ -203,8 +206,13 @@ class PhotoFinding:
     mask: np.ndarray
     """H×W uint8 labels 0–6 on the photo's own pixels."""
     fpp_fraction: float
+    score: float
+    """The number compared with ``threshold``: ``fpp_fraction``, or the part-side decision's
+    largest ``q`` (``score_kind``, the checkpoint's ``palsy_score``)."""
+    score_kind: str
     leaning_side: str
-    """The patient's side holding more FPP, whatever the threshold (``none`` on a tie)."""
+    """The patient's side holding more FPP, or the side of the surer decision, whatever the
+    threshold (``none`` on a tie)."""
     present: bool
     threshold: float
     probability: float
@@ -254,6 +262,8 @@ class PhotoFinding:
                 "affected_side": self.affected_side,
                 "parts": list(self.parts),
                 "fpp_fraction": round(self.fpp_fraction, _DIGITS),
+                "score": round(self.score, _DIGITS),
+                "score_kind": self.score_kind,
                 "threshold": self.threshold,
             },
             "measures": measures,
@@ -328,7 +338,7 @@ class Predictor:
         import torch
 
         from palsyseg.landmark_rule import finding_from_68, landmarks_document_from_68
-        from palsyseg.metrics import palsy_findings
+        from palsyseg.metrics import decision_findings, palsy_findings
         from palsyseg.visibility import measure_asymmetry
 
         detection = self.detector.detect(rgb, source=source)
@@ -349,13 +359,21 @@ class Predictor:
 
                 matrix = frame_transform(detection.points, frame)
                 crop = warp_image(rgb, matrix, frame.size, interpolation="linear")
-                logits = network(normalize_image(crop).unsqueeze(0))["logits"]
+                out = network(normalize_image(crop).unsqueeze(0))
+                logits = out["logits"]
                 framed = logits.argmax(dim=1)[0].numpy().astype(np.uint8)
                 fpp_probability = torch.softmax(logits, dim=1)[0, Label.FPP].numpy()
                 fraction, side = palsy_findings(framed, midline=(frame.size - 1) / 2)
+                score = fraction
+                if self.model.palsy_score == "decision":  # the threshold is on the decision
+                    score, side = decision_findings(out["fpp_decision_log_q"][0])
                 mask = labels_on_photo(logits, matrix, (height, width))
                 measured = mask_measures(framed, frame)
-                confidence = _fpp_confidence(framed, fpp_probability, side)
+                confidence = (
+                    score
+                    if self.model.palsy_score == "decision"
+                    else _fpp_confidence(framed, fpp_probability, side)
+                )
                 parts_side = side
             else:  # a checkpoint from before the frame: the whole photo, as evaluate scores it
                 import torch.nn.functional as F
@@ -368,6 +386,7 @@ class Predictor:
                 )
                 mask = logits.argmax(dim=1)[0].numpy().astype(np.uint8)
                 fraction, side = palsy_findings(mask)
+                score = fraction
                 fpp = torch.softmax(logits, dim=1)[0, Label.FPP].numpy()
                 parts_region = np.isin(mask, (Label.EYE, Label.MOUTH, Label.FPP))
                 confidence = float(fpp[parts_region].mean()) if parts_region.any() else 0.0
@@ -375,7 +394,7 @@ class Predictor:
                 parts_side = None
                 warnings.append("checkpoint has no face frame: predicted on the whole photo")
         threshold = self.model.palsy_threshold
-        present = fraction > threshold
+        present = score > threshold
         parts: list[str] = []
         if present and frame is not None and parts_side in _SIDES:
             parts = _fpp_parts(framed, frame, parts_side)
@@ -390,6 +409,8 @@ class Predictor:
             detection=detection,
             mask=mask,
             fpp_fraction=float(fraction),
+            score=float(score),
+            score_kind=self.model.palsy_score if frame is not None else "fpp_fraction",
             leaning_side=side,
             present=bool(present),
             threshold=threshold,

@@ -200,7 +200,7 @@ def log_finding_model(
     from mlflow.types import ColSpec, Schema
 
     import palsyseg
-    from palsyseg.checkpoint import read_checkpoint
+    from palsyseg.checkpoint import palsy_score, read_checkpoint
     from palsyseg.predict.model import NORMALISATION
     from palsyseg.tracking.runs import (
         WEIGHTS_TAG,
@@ -237,6 +237,7 @@ def log_finding_model(
             metadata={
                 "palsyseg_model": metadata.get("model_name"),
                 "palsy_threshold": metadata.get("palsy_threshold"),
+                "palsy_score": palsy_score(metadata),
                 "frame": metadata.get("frame"),
                 "normalisation": NORMALISATION,
                 "weights_sha256": weights,

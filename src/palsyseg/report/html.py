@@ -282,17 +282,23 @@ def _subgroups(table: list[SubgroupStats], report: EvaluationReport) -> str:
     )
 
 
-def _finding(record: ImageRecord, model: str, threshold: float) -> str:
+def _finding(record: ImageRecord, model: str, threshold: float, decision: bool) -> str:
+    """The image's finding; ``decision``: the threshold is on the part-side decision's q."""
     fraction = record.fpp_fraction[model]
-    if fraction > threshold:
-        return f"palsy, {record.pred_side[model]} side (FPP {100 * fraction:.1f} % of the face)"
-    return f"no palsy (FPP {100 * fraction:.1f} % of the face)"
+    score = record.palsy_score.get(model, fraction)
+    area = f"FPP {100 * fraction:.1f} % of the face"
+    if decision:
+        area = f"decision q {score:.2f}; {area}"
+    if score > threshold:
+        return f"palsy, {record.pred_side[model]} side ({area})"
+    return f"no palsy ({area})"
 
 
 def _worst(report: EvaluationReport) -> str:
     model = report.candidate
     records = {r.image: r for r in report.images}
     threshold = float(report.models[model].metrics.get("palsy_threshold", 0.0))
+    decision = report.models[model].palsy_score == "decision"
     figures = []
     for rank, example in enumerate(report.worst, start=1):
         picture = _png_data_uri(_encode_rgb(overlay_strip(example, model)))
@@ -304,7 +310,7 @@ def _worst(report: EvaluationReport) -> str:
             caption += (
                 f"<br>patient {escape(record.patient_id)}; {escape(attributes)}"
                 f"<br>mean F1 {record.mean_f1(model):.3f}; truth: {escape(truth)}; "
-                f"predicted: {escape(_finding(record, model, threshold))}"
+                f"predicted: {escape(_finding(record, model, threshold, decision))}"
             )
         figures.append(
             f'<figure class="worst"><img alt="photo, truth, prediction of '
@@ -316,6 +322,21 @@ def _worst(report: EvaluationReport) -> str:
         "<p>Ranked by the candidate's mean F1 on the photo (eq. 9 over the face classes in "
         "truth or prediction). Each: photo | truth | prediction, labels painted over the "
         f"photo.</p>{_legend()}{body}"
+    )
+
+
+def _presence_rule(report: EvaluationReport) -> str:
+    """When the candidate calls palsy present, in words (its threshold's score)."""
+    evaluation = report.models[report.candidate]
+    threshold = evaluation.metrics.get("palsy_threshold")
+    if evaluation.palsy_score == "decision":
+        return (
+            "palsy present when its per-part, per-side FPP decision is surer than "
+            f"{_number(threshold, 2)} for some eye or mouth half (chosen on validation)"
+        )
+    return (
+        f"palsy present when the FPP area exceeds {_percent(threshold)} of the face "
+        "(chosen on validation)"
     )
 
 
@@ -374,8 +395,7 @@ def _model_card(report: EvaluationReport, table: list[SubgroupStats]) -> str:
 <h3>Model</h3>
 <p>{escape(model)}: face parsing into background, skin, hair, eyebrow, eye, mouth and FPP
 (facial-paralysis possibility: the weak side's eye or mouth where the photo shows the weakness),
-{_number(metrics.get("params", math.nan) / 1e6, 2)} M parameters; palsy present when the FPP
-area exceeds {_percent(metrics.get("palsy_threshold"))} of the face (chosen on validation).
+{_number(metrics.get("params", math.nan) / 1e6, 2)} M parameters; {_presence_rule(report)}.
 Checkpoint <code>{escape(os.path.basename(checkpoint) or "—")}</code>.</p>
 <h3>Intended use</h3>
 <p>Research on facial-palsy segmentation, and a screening aid that marks, on a frontal photo of
