@@ -270,10 +270,11 @@ def evaluate_models(
         for name, (_, meta) in loaded.items()
     }
     points = row_points(test_dir, rows) if any(frames.values()) else []
-    scores = {name: palsy_score(meta) for name, (_, meta) in loaded.items()}
+    score_kinds = {name: palsy_score(meta) for name, (_, meta) in loaded.items()}
 
     confusion = {name: ConfusionMatrix(NUM_CLASSES) for name in loaded}
-    fractions: dict[str, list[float]] = {name: [] for name in loaded}
+    # what each model's threshold is on: FPP fractions, or the decision's q (score_kinds)
+    palsy_scores: dict[str, list[float]] = {name: [] for name in loaded}
     pred_sides: dict[str, list[str]] = {name: [] for name in loaded}
     latencies: dict[str, list[float]] = {name: [] for name in loaded}
     true_palsy: list[bool] = []
@@ -334,9 +335,9 @@ def evaluate_models(
                 if frame is None:
                     fraction, side = palsy_findings(pred)
                 score = fraction
-                if scores[name] == "decision":  # the threshold is on the part-side decision
+                if score_kinds[name] == "decision":  # the threshold is on the part-side decision
                     score, side = decision_findings(out["fpp_decision_log_q"][0])
-                fractions[name].append(score)
+                palsy_scores[name].append(score)
                 pred_sides[name].append(side)
                 predictions[name] = pred
                 record.fpp_fraction[name] = fraction
@@ -364,19 +365,24 @@ def evaluate_models(
         metrics = seg_metrics(confusion[name].matrix)
         metrics.update(
             image_level_metrics(
-                fractions[name], true_palsy, pred_sides[name], true_sides, threshold
+                palsy_scores[name], true_palsy, pred_sides[name], true_sides, threshold
             )
         )
         metrics.update(
             patient_level_metrics(
-                patient_ids, fractions[name], true_palsy, pred_sides[name], true_sides, threshold
+                patient_ids,
+                palsy_scores[name],
+                true_palsy,
+                pred_sides[name],
+                true_sides,
+                threshold,
             )
         )
         metrics["palsy_threshold"] = threshold
         metrics["latency_ms"] = 1000.0 * float(np.mean(latencies[name]))
         metrics["params"] = float(sum(p.numel() for p in model.parameters()))
         models[name] = ModelEvaluation(
-            name, metrics, confusion[name].matrix.copy(), palsy_score=scores[name]
+            name, metrics, confusion[name].matrix.copy(), palsy_score=score_kinds[name]
         )
         log.info(
             "%s on %s: mean F1 %.4f, mIoU %.4f, FPP F1 %.4f, %.1f ms/image",

@@ -375,8 +375,8 @@ def patient_finding(fpp_fractions: Sequence[float], sides: Sequence[str]) -> tup
     The score is the mean of the photos' scores, FPP fractions or decision ``q``s (compare it
     with the image-level threshold: same scale); the side is the one whose photos carry more
     FPP, each photo's side (``left``/``right``/``none``, the patient's) weighted by its score,
-    ``none`` on a tie or without photos. :func:`patient_level_metrics` scores patients by it; ``palsyseg predict --exam``
-    reports it.
+    ``none`` on a tie or without photos. :func:`patient_level_metrics` scores patients by it;
+    ``palsyseg predict --exam`` reports it.
     """
     _check_same_length(fpp_fractions=fpp_fractions, sides=sides)
     if not len(fpp_fractions):

@@ -28,9 +28,10 @@ phantom patients, 270 test photos; ``benchmarks/results/recipe-trials-stream-128
 - The decision loss gives each face one vote per part and half; with it the decision also
   reads the halves' part-shape moments (``PalsyNetConfig.part_geometry``), and its validation
   FPP F1 rose to 0.30 within 5 epochs where it had stayed 0 (the same 3,000 photos; the test
-  photos did not confirm it at that budget: 0.04). At the benchmark's defaults (8,000 photos,
-  ``quality-defaults-16x100r2-128px.json``) palsynet reaches FPP F1 0.155: the decision
-  favours the weak mouth half but rarely crosses one half.
+  photos did not confirm it at that budget: 0.04). At the benchmark's defaults (8,000 photos)
+  palsynet reached FPP F1 0.155 — the decision favoured the weak mouth half but rarely crossed
+  one half — and 0.431 once validation chose the decision's operating point
+  (``quality-defaults-16x100r2-128px.json``).
 - The warm-up spares the first SGD steps at lr 0.03 from the untrained network's large
   gradients (FPP ×3 makes them larger); with it, 15 epochs × 200 patients reach mean F1 0.683,
   FPP F1 0.237 and side accuracy 0.745.

@@ -58,9 +58,9 @@ def validate(
 
     was_training = model.training
     model.eval()
-    decision = getattr(getattr(model, "module", model), "part_side", None)
+    decision = _decision_of(model)
     confusion = ConfusionMatrix(NUM_CLASSES)
-    fractions: list[float] = []
+    palsy_scores: list[float] = []  # FPP fractions, or the decision's q (palsy_score_of)
     true_palsy: list[bool] = []
     pred_sides: list[str] = []
     true_sides: list[str] = []
@@ -74,7 +74,7 @@ def validate(
                 fraction, side = palsy_findings(pred[i].numpy(), midline=midline)
             else:
                 fraction, side = decision_findings(log_q[i])
-            fractions.append(fraction)
+            palsy_scores.append(fraction)
             pred_sides.append(side)
 
     for batch in loader:
@@ -101,9 +101,9 @@ def validate(
             shifted = decision.shift(log_q)
             score(decision.compose(base.float(), shifted), mask, shifted)
     model.train(was_training)
-    threshold = choose_palsy_threshold(fractions, true_palsy)
+    threshold = choose_palsy_threshold(palsy_scores, true_palsy)
     metrics = segmentation_metrics(confusion.matrix)
-    metrics.update(image_level_metrics(fractions, true_palsy, pred_sides, true_sides, threshold))
+    metrics.update(image_level_metrics(palsy_scores, true_palsy, pred_sides, true_sides, threshold))
     if held:
         for i, part in enumerate(decision.parts):
             metrics[f"fpp_decision_bias_{LABEL_NAMES[part]}"] = float(decision.decision_bias[i])
@@ -113,8 +113,13 @@ def validate(
 def palsy_score_of(model: nn.Module) -> str:
     """What :func:`validate` chooses a model's palsy threshold on (:data:`~palsyseg.metrics.
     PALSY_SCORES`): the part-side decision where the model has one, else the FPP area."""
-    has_decision = getattr(getattr(model, "module", model), "part_side", None) is not None
-    return "decision" if has_decision else "fpp_fraction"
+    return "decision" if _decision_of(model) is not None else "fpp_fraction"
+
+
+def _decision_of(model: nn.Module) -> Any:
+    """The model's per-part, per-side FPP decision (PalsyNet's ``part_side``; through a DDP
+    wrapper), or ``None``."""
+    return getattr(getattr(model, "module", model), "part_side", None)
 
 
 def _choose_operating_point(decision: Any, held: list[tuple[Tensor, Tensor, Tensor]]) -> None:
@@ -126,7 +131,7 @@ def _choose_operating_point(decision: Any, held: list[tuple[Tensor, Tensor, Tens
     targets = fpp_decision_targets(
         torch.cat([item[2] for item in held]), tuple(decision.parts), decision.fpp_class
     )
-    side_logits = log_q - torch.log(-torch.expm1(log_q.clamp(max=-1e-7)))
+    side_logits = decision.decision_logits(log_q)
     bias = [
         choose_decision_bias(side_logits[:, i].numpy(), targets[:, i].numpy())
         for i in range(len(decision.parts))

@@ -150,7 +150,7 @@ class PartSideFPP(nn.Module):
       marked where ``q > σ(−bias)``. Training (cross-entropy, Dice and the decision BCE) leaves
       ``q`` under-confident on a part that is FPP on few halves — at the benchmark's defaults
       the weak mouth half got ``q`` ≈ 0.3–0.8 against ≈ 0.1 on the other and FPP pixels need
-      ``q > 0.5`` — so :func:`palsyseg.train.validate` chooses the bias on the validation split
+      ``q > 0.5`` — so :func:`palsyseg.scoring.validate` chooses the bias on the validation split
       (:func:`palsyseg.metrics.choose_decision_bias`), as it chooses the palsy threshold, and
       the checkpoint keeps it. Training never reads it: the losses see the raw decision.
     """
@@ -193,11 +193,15 @@ class PartSideFPP(nn.Module):
             nn.init.constant_(head[-1].bias, -2.0)
         self.register_buffer("decision_bias", torch.zeros(len(parts)))
 
+    @staticmethod
+    def decision_logits(log_q: Tensor) -> Tensor:
+        """``logit(q) = log q − log(1 − q)`` from ``log q`` (``q`` kept just below 1)."""
+        return log_q - torch.log(-torch.expm1(log_q.clamp(max=-1e-7)))
+
     def shift(self, log_q: Tensor) -> Tensor:
         """``log_q`` (B×P×2) at the operating point: ``log σ(logit(q) + decision_bias[p])``."""
-        log_not_q = torch.log(-torch.expm1(log_q.clamp(max=-1e-7)))
         bias = self.decision_bias.to(log_q.dtype)[None, :, None]
-        return F.logsigmoid(log_q - log_not_q + bias)
+        return F.logsigmoid(self.decision_logits(log_q) + bias)
 
     def others(self, num_classes: int) -> list[int]:
         """Every class index but FPP's, in order."""

@@ -364,16 +364,14 @@ class Predictor:
                 framed = logits.argmax(dim=1)[0].numpy().astype(np.uint8)
                 fpp_probability = torch.softmax(logits, dim=1)[0, Label.FPP].numpy()
                 fraction, side = palsy_findings(framed, midline=(frame.size - 1) / 2)
-                score = fraction
                 if self.model.palsy_score == "decision":  # the threshold is on the decision
                     score, side = decision_findings(out["fpp_decision_log_q"][0])
+                    confidence = score
+                else:
+                    score = fraction
+                    confidence = _fpp_confidence(framed, fpp_probability, side)
                 mask = labels_on_photo(logits, matrix, (height, width))
                 measured = mask_measures(framed, frame)
-                confidence = (
-                    score
-                    if self.model.palsy_score == "decision"
-                    else _fpp_confidence(framed, fpp_probability, side)
-                )
                 parts_side = side
             else:  # a checkpoint from before the frame: the whole photo, as evaluate scores it
                 import torch.nn.functional as F
