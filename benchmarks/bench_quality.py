@@ -1,7 +1,7 @@
 """Segmentation quality of the candidate against the baselines at the same training budget.
 
     .venv/bin/python benchmarks/bench_quality.py [--patients 100] [--size 250] [--image-size 128]
-        [--stream-patients 100] [--stream-repeats 2] [--epochs 16] [--batch-size 8] [--lr 0.03] [--recipe palsyseg]
+        [--stream-patients 100] [--stream-repeats 2] [--epochs 16] [--batch-size 8] [--lr LR] [--recipe palsyseg]
         [--models palsynet deeplabv3plus_r34 unet_r18 unet_r18_mirror] [--threads 2] [--seed 7]
         [--work build/bench_quality] [--json OUT]
 
@@ -78,7 +78,12 @@ def main(argv: list[str] | None = None) -> dict:
     )
     parser.add_argument("--epochs", type=int, default=16)
     parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--lr", type=float, default=0.03)
+    parser.add_argument(
+        "--lr",
+        type=float,
+        default=None,
+        help="learning rate for every model (default: the recipe's; palsyseg 0.06, paper 0.01)",
+    )
     parser.add_argument(
         "--models",
         nargs="*",
@@ -137,7 +142,7 @@ def main(argv: list[str] | None = None) -> dict:
         "epochs": args.epochs,
         "batch_size": args.batch_size,
         "image_size": args.image_size,
-        "lr": args.lr,
+        **({"lr": args.lr} if args.lr is not None else {}),
         "seed": args.seed,
         "num_workers": 0,
         "stream_patients": args.stream_patients,
@@ -151,6 +156,7 @@ def main(argv: list[str] | None = None) -> dict:
             target = target.setdefault(parent, {})
         target[leaf] = yaml.safe_load(value)
     base = from_section(section, TrainConfig, where="bench_quality --set")
+    args.lr = base.lr  # the JSON's setup records the rate the models trained at
     checkpoints: dict[str, Path] = {}
     train_seconds: dict[str, float] = {}
     for name in args.models:

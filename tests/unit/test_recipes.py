@@ -19,6 +19,7 @@ def test_each_recipe_is_a_valid_train_section() -> None:
     ours = from_section(recipe("palsyseg"), TrainConfig)
     assert ours.optimizer == paper.optimizer == "sgd" and ours.schedule == "poly"
     assert ours.warmup == 0.03
+    assert ours.lr == 0.06 and paper.lr == 0.01  # twice the rate the warm-up made safe
     assert ours.loss.class_weights == (1, 1, 1, 1, 1, 1, 3)  # FPP ×3 in the cross-entropy
     assert ours.loss.boundary_category_weights is None  # eq. 7 stays uniform...
     assert ours.loss.boundary_weight == 0.25 and paper.loss.boundary_weight == 1.0  # ...lighter
