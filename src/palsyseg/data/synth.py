@@ -14,7 +14,13 @@ Determinism: every random choice derives from ``numpy.random.SeedSequence(config
 spawn key naming what it is for — ``(0, patient)`` for a person, ``(1, patient, image)`` for one
 photo, ``(3, block)`` for the diagnosis mix, ``(2,)`` for the shared noise textures — so a file
 depends only on the seed, the size and its own indices, never on generation order. The same
-config gives byte-identical files.
+config gives byte-identical files, on any x86-64 CPU: the default dataset is pinned by its bytes
+(``data.dvc``), and OpenCV's runtime-dispatched SIMD paths (AVX2, AVX-512) and IPP round
+differently on different CPUs (seen: the pinned dataset, generated on one machine, did not
+reproduce on an AVX2-only one), so :func:`generate_dataset` runs OpenCV on its baseline code
+paths (:func:`baseline_opencv`); numpy's AVX-512 paths are off for the DVC ``synth`` stage
+(``NPY_DISABLE_CPU_FEATURES`` in ``dvc.yaml``; they must be chosen before numpy loads), and its
+AVX2 and baseline paths write the same files.
 
 Diagnoses are balanced: each block of three consecutive patients holds one healthy, one
 Bell's palsy and one stroke patient, in a seeded order. Layout below the output directory::
@@ -35,6 +41,8 @@ import json
 import logging
 import time
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -270,6 +278,20 @@ def write_example(
     )
 
 
+@contextmanager
+def baseline_opencv() -> Iterator[None]:
+    """Run OpenCV on its baseline code paths only (no runtime SIMD dispatch, no IPP) inside the
+    block, so its results do not depend on the CPU; the previous setting is restored after."""
+    import cv2
+
+    was = cv2.useOptimized()
+    cv2.setUseOptimized(False)
+    try:
+        yield
+    finally:
+        cv2.setUseOptimized(was)
+
+
 def generate_dataset(out: Path, config: SynthConfig, *, force: bool = False) -> SynthSummary:
     """Write a synthetic dataset of ``config.patients`` × ``config.images_per_patient`` images.
 
@@ -283,7 +305,7 @@ def generate_dataset(out: Path, config: SynthConfig, *, force: bool = False) -> 
     patients = [make_patient(config, i) for i in range(config.patients)]
     for index, patient in enumerate(patients):
         jobs += [(index, patient, k, pose) for k, pose in enumerate(exam_poses(config, index))]
-    with atomic_directory(out, force=force) as staging:
+    with atomic_directory(out, force=force) as staging, baseline_opencv():
         rows = []
         for index, patient, k, pose in track(jobs, "synthesising faces"):
             rendering = render_example(config, patient, index, k, pose)
