@@ -330,6 +330,26 @@ def test_same_seed_gives_identical_bytes_and_another_seed_differs(tmp_path: Path
     assert all(x != y for x, y in zip(images_a, images_c, strict=True))
 
 
+def test_files_do_not_depend_on_opencvs_cpu_specific_code_paths(tmp_path: Path) -> None:
+    """The pinned default dataset must reproduce on any CPU: OpenCV's optimized (dispatched,
+    CPU-specific) paths on or off outside the generator, the files are the same, and the
+    caller's setting is left as it was."""
+    import cv2
+
+    config = SynthConfig(patients=3, seed=7, size=250, images_per_patient=2)
+    was = cv2.useOptimized()
+    try:
+        cv2.setUseOptimized(True)
+        generate_dataset(tmp_path / "optimized", config)
+        assert cv2.useOptimized()
+        cv2.setUseOptimized(False)
+        generate_dataset(tmp_path / "baseline", config)
+        assert not cv2.useOptimized()
+    finally:
+        cv2.setUseOptimized(was)
+    assert tree(tmp_path / "optimized") == tree(tmp_path / "baseline")
+
+
 def test_an_image_does_not_depend_on_how_many_patients_are_made(tmp_path: Path) -> None:
     generate_dataset(tmp_path / "small", SynthConfig(patients=2, seed=9, size=96))
     generate_dataset(tmp_path / "large", SynthConfig(patients=4, seed=9, size=96))
