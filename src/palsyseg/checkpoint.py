@@ -283,6 +283,10 @@ def load_checkpoint_model(
         and any(str(key).startswith("part_side.") for key in state)
     ):  # written before validation chose the decision's operating point: no shift
         state = {**state, "part_side.decision_bias": model.part_side.decision_bias.clone()}
+    offsets = getattr(model, "class_offsets", None)
+    if offsets is not None and "class_offsets" not in state:
+        # written before validation chose per-class logit offsets: none
+        state = {**state, "class_offsets": offsets.clone()}
     try:
         model.load_state_dict(state, strict=True)
     except (RuntimeError, TypeError, AttributeError) as exc:

@@ -52,10 +52,12 @@ RECIPES: dict[str, dict[str, Any]] = {
     "palsyseg": {
         "lr": 0.06,
         "warmup": 0.03,
+        "class_offsets": True,
         "loss": {
             "class_weights": [1, 1, 1, 1, 1, 1, 3],
             "dice_weight": 1.0,
             "boundary_weight": 0.25,
+            "boundary_outer": True,
             "decision_weight": 1.0,
         },
     },

@@ -137,6 +137,10 @@ class TrainConfig:
     stream_repeats: int = 1
     """With ``stream_patients``: keep each draw of patients for this many consecutive epochs
     (rendered once, augmented afresh every epoch; :class:`~palsyseg.data.stream.StreamConfig`)."""
+    class_offsets: bool = False
+    """Choose per-class offsets on the logits at every validation (the ones that maximise the
+    validation mean F1, :func:`palsyseg.scoring.choose_class_offsets`); the checkpoint keeps them
+    and every evaluation and prediction applies them. ``False`` (the paper's): plain argmax."""
 
     def __post_init__(self) -> None:
         if self.model not in list_models():
@@ -530,7 +534,11 @@ def _resume(run: _Run, path: Path) -> None:
         )
     _check_resume_config(path, checkpoint["metadata"].get("train_config", {}), run.config)
     training = checkpoint["training"]
-    run.model.load_state_dict(checkpoint["model_state"])
+    state = checkpoint["model_state"]
+    offsets = getattr(run.model, "class_offsets", None)
+    if offsets is not None and "class_offsets" not in state:  # a run from before the offsets
+        state = {**state, "class_offsets": offsets.clone()}
+    run.model.load_state_dict(state)
     run.criterion.load_state_dict(training["loss_state"])
     run.optimizer.load_state_dict(training["optimizer"])
     run.scheduler.load_state_dict(training["scheduler"])
@@ -587,6 +595,7 @@ def _finish_epoch(
         amp_dtype=run.amp_dtype,
         channels_last=run.channels_last,
         midline=None if frame is None else (frame.size - 1) / 2,
+        class_offsets=run.config.class_offsets,
     )
     entry.update({f"val_{k}": float(v) for k, v in metrics.items()})
     entry["val_palsy_threshold"] = float(threshold)

@@ -729,3 +729,23 @@ def test_palsynet_overfits_eight_faces() -> None:
     assert metrics["mean_f1"] >= 0.9, history
     assert metrics["f1_fpp"] >= 0.8, history
     assert logs["hist_ce"] < 1.5, logs  # the HGNN node classifier learns too (log 7 ≈ 1.95)
+
+
+@pytest.mark.parametrize("name", ["palsynet", "unet_r18"])
+def test_class_offsets_shift_the_logits_in_eval_only(name: str) -> None:
+    """Validation's per-class offsets (palsyseg.scoring.choose_class_offsets) are the model's
+    segmentation operating point: eval logits carry them, training logits never do."""
+    torch.manual_seed(0)
+    model = create_model(name, 7)
+    x = torch.randn(2, 3, 64, 64)
+    offsets = torch.tensor([0.0, 1.0, -0.5, 0.25, 0.0, 2.0, -1.0])
+    with torch.no_grad():
+        before = model.eval()(x)["logits"]
+        model.class_offsets.copy_(offsets)
+        torch.testing.assert_close(model(x)["logits"], before + offsets[:, None, None])
+        model.train()
+        torch.manual_seed(1)
+        shifted = model(x)["logits"]
+        model.class_offsets.zero_()
+        torch.manual_seed(1)
+        torch.testing.assert_close(model(x)["logits"], shifted)

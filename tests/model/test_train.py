@@ -511,3 +511,55 @@ def test_validation_chooses_the_fpp_decision_operating_point() -> None:
     assert metrics["side_accuracy"] == 1.0 and not model.training
     with torch.no_grad():  # the model keeps the point: it marks the weak halves from now on
         torch.testing.assert_close(model(batch["image"])["logits"].argmax(1), masks)
+
+
+class _WideParts(torch.nn.Module):
+    """A segmentation whose eyes come out one pixel too wide: logits favour the eye by 1.5 on
+    the ring of skin around each eye, as eq. 7 left trained networks. Its "image" carries the
+    true mask in channel 0."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("class_offsets", torch.zeros(7))
+
+    def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
+        from palsyseg.labels import NUM_CLASSES, Label
+
+        mask = image[:, 0].round().long()
+        eye = (mask == Label.EYE).float()[:, None]
+        ring = (torch.nn.functional.max_pool2d(eye, 3, 1, 1) - eye)[:, 0] > 0
+        logits = 2.0 * torch.nn.functional.one_hot(mask, NUM_CLASSES).permute(0, 3, 1, 2).float()
+        logits[:, Label.EYE] += 3.5 * ring  # 1.5 above the skin's 2 there
+        if not self.training:
+            logits = logits + self.class_offsets[:, None, None]
+        return {"logits": logits}
+
+
+def test_validation_chooses_class_offsets_only_when_asked() -> None:
+    from palsyseg.labels import Label
+
+    masks = torch.full((4, 16, 16), int(Label.SKIN))
+    masks[:, 4:7, 3:7] = Label.EYE
+    masks[:, 4:7, 9:13] = Label.EYE
+    batch = {
+        "image": masks[:, None].float().expand(-1, 3, -1, -1),
+        "mask": masks,
+        "palsy": torch.zeros(4, dtype=torch.long),
+        "visible_side": torch.zeros(4, dtype=torch.long),
+    }
+    model = _WideParts()
+    plain, _ = train_module.validate(model, [batch], torch.device("cpu"), midline=7.5)
+    assert plain["f1_eye"] < 0.6 and "class_offset_eye" not in plain
+    assert not model.class_offsets.any()
+    metrics, _ = train_module.validate(
+        model, [batch], torch.device("cpu"), midline=7.5, class_offsets=True
+    )
+    assert metrics["f1_eye"] == pytest.approx(1.0) and metrics["f1_skin"] == pytest.approx(1.0)
+    eye_margin = model.class_offsets[Label.SKIN] - model.class_offsets[Label.EYE]
+    assert 1.5 < eye_margin <= 2.0 and metrics["class_offset_eye"] == model.class_offsets[4]
+    with torch.no_grad():  # the model keeps them: its eval logits now give the true mask
+        torch.testing.assert_close(model.eval()(batch["image"])["logits"].argmax(1), masks)
+    again, _ = train_module.validate(  # chosen afresh on the raw logits, not on top of the old
+        model, [batch], torch.device("cpu"), midline=7.5, class_offsets=True
+    )
+    assert again["class_offset_eye"] == metrics["class_offset_eye"]

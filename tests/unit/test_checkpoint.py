@@ -359,3 +359,17 @@ def test_a_write_killed_mid_way_leaves_the_old_file_and_a_temp_the_next_start_cl
     (run / "notes.tmp.pt").write_bytes(b"keep")  # not one of ours: left alone
     reconcile_run(run)
     assert sorted(p.name for p in run.iterdir()) == ["best.pt", "notes.tmp.pt"]
+
+
+def test_the_class_offsets_travel_with_the_weights(written: Path, tmp_path: Path) -> None:
+    """Validation sets ``class_offsets``; a checkpoint keeps them, and one from before they
+    existed loads with none (plain argmax, as it was scored)."""
+    data = read_checkpoint(written)
+    data["model_state"]["class_offsets"] = torch.tensor([0.0, 0.5, 0.0, -0.25, -0.25, 0.0, 1.0])
+    save_checkpoint(tmp_path / "offset.pt", data)
+    offset, _ = load_checkpoint_model(tmp_path / "offset.pt")
+    assert offset.class_offsets.tolist() == [0.0, 0.5, 0.0, -0.25, -0.25, 0.0, 1.0]
+    del data["model_state"]["class_offsets"]
+    save_checkpoint(tmp_path / "before.pt", data)
+    old, _ = load_checkpoint_model(tmp_path / "before.pt")
+    assert old.class_offsets.tolist() == [0.0] * 7

@@ -13,6 +13,7 @@ from palsyseg.losses import (
     LossConfig,
     SegmentationLoss,
     boundary_enhanced_loss,
+    category_bands,
     category_contours,
     decision_loss,
     fpp_decision_targets,
@@ -70,6 +71,41 @@ def test_contours_are_inner_4_neighbour_boundaries_and_not_the_image_border() ->
     assert background[0, 2] and background[2, 0]
     assert category_contours(torch.ones(1, 4, 4, dtype=torch.long), 3).sum() == 0
     assert torch.equal(label_edges(mask)[0], contours[0].any(0).float())
+
+
+def test_bands_add_the_pixels_of_other_labels_that_touch_the_category() -> None:
+    mask = torch.zeros(1, 5, 5, dtype=torch.long)
+    mask[0, 1:4, 1:4] = 1
+    mask[0, 2, 2] = 2
+    bands = category_bands(mask, 3)
+    contours = category_contours(mask, 3)
+    cross = torch.zeros(5, 5, dtype=torch.bool)
+    cross[2, 1:4] = cross[1:4, 2] = True
+    assert torch.equal(bands[0, 2], cross)  # the single 2 and its four neighbours of label 1
+    outer = torch.zeros(5, 5, dtype=torch.bool)
+    outer[0, 1:4] = outer[4, 1:4] = outer[1:4, 0] = outer[1:4, 4] = True
+    assert torch.equal(bands[0, 1], contours[0, 1] | outer | (mask[0] == 2))
+    assert category_bands(torch.ones(1, 4, 4, dtype=torch.long), 3).sum() == 0
+
+
+def test_the_two_sided_band_stops_eq7_favouring_wide_small_parts() -> None:
+    """One-sided, eq. 7 charges a small part drawn a pixel too narrow far more than one drawn a
+    pixel too wide (the skin ring around it is a sliver of the skin's long contour); with the
+    band both errors cost about the same."""
+    mask = torch.zeros(1, 32, 32, dtype=torch.long)
+    mask[0, 2:30, 2:30] = 1  # skin, with a long border to the background
+    mask[0, 14:18, 10:22] = 4  # an eye
+    wide, narrow = mask.clone(), mask.clone()
+    wide[0, 13:19, 9:23] = 4
+    narrow[0, 14:18, 10:22] = 1
+    narrow[0, 15:17, 11:21] = 4
+
+    def cost(prediction: torch.Tensor, outer: bool) -> float:
+        criterion = SegmentationLoss(LossConfig(boundary_outer=outer))
+        return criterion({"logits": perfect_logits(prediction, 5.0)}, mask)[1]["boundary"]
+
+    assert cost(narrow, outer=False) > 3 * cost(wide, outer=False)
+    assert 0.6 < cost(narrow, outer=True) / cost(wide, outer=True) < 1.5
 
 
 def test_boundary_loss_is_eq7_by_hand() -> None:

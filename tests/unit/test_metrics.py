@@ -285,3 +285,45 @@ def test_decision_findings_take_the_surer_half_in_the_mirror_convention() -> Non
     assert decision_findings(np.log(np.full((2, 2), 0.4))) == (pytest.approx(0.4), "none")
     with pytest.raises(ValueError, match="parts × 2"):
         decision_findings(np.zeros((2, 3)))
+
+
+def _f1_of(logits: torch.Tensor, mask: torch.Tensor, offsets: torch.Tensor) -> float:
+    confusion = ConfusionMatrix(logits.shape[1])
+    confusion.update((logits + offsets[:, None, None]).argmax(1), mask)
+    names = [f"c{i}" for i in range(logits.shape[1])]
+    return segmentation_metrics(confusion.matrix, names)["mean_f1"]
+
+
+def test_class_offsets_undo_an_over_predicted_class_and_match_brute_force() -> None:
+    """A class whose logits run 1.5 too high is predicted too wide; the chosen offsets win back
+    the F1 that argmax loses, and each coordinate step scores every candidate exactly as
+    scoring the shifted argmax would (checked against the brute force for the first step)."""
+    from palsyseg.scoring import CLASS_OFFSETS, choose_class_offsets
+
+    generator = torch.Generator().manual_seed(0)
+    mask = torch.randint(0, 4, (4, 24, 24), generator=generator)
+    truth = 2.0 * torch.nn.functional.one_hot(mask, 4).permute(0, 3, 1, 2).float()
+    logits = truth + torch.randn(4, 4, 24, 24, generator=generator)
+    logits[:, 2] += 1.5
+    offsets = choose_class_offsets(logits, mask)
+    assert offsets[0] == 0 and -2.0 <= offsets[2] - offsets[[1, 3]].mean() <= -1.0
+    assert _f1_of(logits, mask, offsets) > _f1_of(logits, mask, torch.zeros(4)) + 0.03
+    first = choose_class_offsets(logits, mask, rounds=1)[:2]  # class 1 is chosen first, alone
+    brute = max(
+        (_f1_of(logits, mask, torch.tensor([0.0, float(o), 0.0, 0.0])), -abs(float(o)), float(o))
+        for o in CLASS_OFFSETS
+    )
+    assert float(first[1]) == brute[2]
+
+
+def test_class_offsets_stay_zero_when_argmax_is_already_best_and_refuse_bad_input() -> None:
+    from palsyseg.scoring import choose_class_offsets
+
+    mask = torch.zeros(2, 8, 8, dtype=torch.long)
+    mask[:, 2:5, 2:6] = 1
+    mask[:, 6:, :] = 2
+    perfect = 5.0 * torch.nn.functional.one_hot(mask, 3).permute(0, 3, 1, 2).float()
+    assert torch.equal(choose_class_offsets(perfect, mask), torch.zeros(3))
+    assert torch.equal(choose_class_offsets(perfect.half(), mask), torch.zeros(3))
+    with pytest.raises(ValueError, match="does not fit"):
+        choose_class_offsets(perfect, mask[:1])

@@ -23,6 +23,8 @@ def test_each_recipe_is_a_valid_train_section() -> None:
     assert ours.loss.class_weights == (1, 1, 1, 1, 1, 1, 3)  # FPP ×3 in the cross-entropy
     assert ours.loss.boundary_category_weights is None  # eq. 7 stays uniform...
     assert ours.loss.boundary_weight == 0.25 and paper.loss.boundary_weight == 1.0  # ...lighter
+    assert ours.loss.boundary_outer and not paper.loss.boundary_outer  # ...and two-sided
+    assert ours.class_offsets and not paper.class_offsets  # per-class offsets from validation
     assert ours.loss.dice_weight == 1.0 and paper.loss.dice_weight == 0.0
     assert ours.loss.decision_weight == 1.0 and paper.loss.decision_weight == 0.0
 

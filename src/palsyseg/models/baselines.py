@@ -27,15 +27,23 @@ class PaddedSegmentationModel(nn.Module):
     """Wrap a logits-returning model: pad to a multiple of ``divisor``, crop back, return a dict.
 
     ``mirror_input``: feed ``[x, x.flip(-1)]`` (six channels), mirrored *before* padding so the
-    mirror is exact for any width."""
+    mirror is exact for any width. In eval mode the logits get ``class_offsets`` (one per class,
+    0 until validation chooses them: :func:`palsyseg.scoring.choose_class_offsets`)."""
 
     def __init__(
-        self, model: nn.Module, divisor: int = SIZE_DIVISOR, mirror_input: bool = False
+        self,
+        model: nn.Module,
+        divisor: int = SIZE_DIVISOR,
+        mirror_input: bool = False,
+        num_classes: int = 7,
     ) -> None:
         super().__init__()
         self.model = model
         self.divisor = divisor
         self.mirror_input = mirror_input
+        # per-class offsets on the logits in eval mode, 0 until validation chooses them
+        # (palsyseg.scoring.choose_class_offsets); training never sees them
+        self.register_buffer("class_offsets", torch.zeros(num_classes))
 
     def forward(self, x: Tensor) -> dict[str, Tensor]:
         if self.mirror_input:
@@ -46,7 +54,10 @@ class PaddedSegmentationModel(nn.Module):
         if ph or pw:
             x = F.pad(x, (left, pw - left, top, ph - top), mode="constant", value=0.0)
         logits = self.model(x)
-        return {"logits": logits[..., top : top + h, left : left + w]}
+        logits = logits[..., top : top + h, left : left + w]
+        if not self.training:
+            logits = logits + self.class_offsets.to(logits.dtype)[:, None, None]
+        return {"logits": logits}
 
 
 def deeplabv3plus_r34(num_classes: int = 7, **kwargs: object) -> nn.Module:
@@ -56,7 +67,7 @@ def deeplabv3plus_r34(num_classes: int = 7, **kwargs: object) -> nn.Module:
     model = smp.DeepLabV3Plus(
         encoder_name="resnet34", encoder_weights=None, classes=num_classes, **kwargs
     )
-    return PaddedSegmentationModel(model)
+    return PaddedSegmentationModel(model, num_classes=num_classes)
 
 
 def unet_r18(num_classes: int = 7, **kwargs: object) -> nn.Module:
@@ -64,7 +75,7 @@ def unet_r18(num_classes: int = 7, **kwargs: object) -> nn.Module:
     import segmentation_models_pytorch as smp
 
     model = smp.Unet(encoder_name="resnet18", encoder_weights=None, classes=num_classes, **kwargs)
-    return PaddedSegmentationModel(model)
+    return PaddedSegmentationModel(model, num_classes=num_classes)
 
 
 def unet_r18_mirror(num_classes: int = 7, **kwargs: object) -> nn.Module:
@@ -74,4 +85,4 @@ def unet_r18_mirror(num_classes: int = 7, **kwargs: object) -> nn.Module:
     model = smp.Unet(
         encoder_name="resnet18", encoder_weights=None, in_channels=6, classes=num_classes, **kwargs
     )
-    return PaddedSegmentationModel(model, mirror_input=True)
+    return PaddedSegmentationModel(model, mirror_input=True, num_classes=num_classes)

@@ -535,6 +535,9 @@ class PalsyNet(nn.Module):
         if cfg.use_edge:
             # a 1×1 on the shared 1/2 features: the boundary task shapes those features directly
             self.edge_head = nn.Conv2d(cfg.head_channels, 1, 1)
+        # per-class offsets on the final logits in eval mode, 0 until validation chooses them
+        # (palsyseg.scoring.choose_class_offsets); training never sees them
+        self.register_buffer("class_offsets", torch.zeros(cfg.num_classes))
 
     def forward(self, x: Tensor) -> dict[str, Tensor | list[Tensor]]:
         cfg = self.config
@@ -600,6 +603,10 @@ class PalsyNet(nn.Module):
             used = log_q if self.training else self.part_side.shift(log_q)
             out["logits"] = self.part_side.compose(out["logits"], used)
             out["fpp_decision_log_q"] = used  # what the logits were composed with
+        if not self.training:
+            out["logits"] = (
+                out["logits"] + self.class_offsets.to(out["logits"].dtype)[:, None, None]
+            )
 
         if cfg.use_depth:
             category_depth = self.depth_head(depth_embedding, categories)  # B×C×h/4×w/4
