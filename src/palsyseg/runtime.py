@@ -20,6 +20,9 @@ from pathlib import Path
 QUIET_OFFLINE_ENV: dict[str, str] = {
     "MLFLOW_DISABLE_TELEMETRY": "true",
     "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
+    # MLflow draws a bar for every artifact it moves, even a 2 MB checkpoint that `predict`
+    # fetches before answering; a tool reading predict's output wants its findings alone
+    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
     "DO_NOT_TRACK": "1",
     "DVC_NO_ANALYTICS": "1",
     "NO_ALBUMENTATIONS_UPDATE": "1",
