@@ -26,7 +26,7 @@ phantom patients, 270 test photos; ``benchmarks/results/recipe-trials-stream-128
   both → 0.637 (brow 0.48 → 0.67, eye 0.53 → 0.72, mouth 0.54 → 0.69). Dropping the multi-task
   terms (HIST, aux masks, depth, edges) lost 0.025, so they stay.
 - lr 0.06, twice the paper-recipe runs' 0.03 (the warm-up below makes it safe), for every model:
-  at the benchmark's defaults (``quality-defaults-16x100r2-128px.json``, one run, all models at
+  at the benchmark's defaults (``quality-defaults-16x100r2-eq7inner-128px.json``, one run, all models at
   0.06; the 0.03 run is ``quality-defaults-16x100r2-lr003-128px.json``, same test photos)
   palsynet's mean F1 rose 0.767 → 0.804, FPP F1 0.431 → 0.541, side accuracy 0.91 → 0.94, and
   no baseline lost mean F1 (DeepLabV3+ 0.731 → 0.735, U-Net 0.765 → 0.775, six-channel U-Net
