@@ -143,12 +143,9 @@ def category_contours(mask: Tensor, num_classes: int) -> Tensor:
     A pixel is on the contour of its own category when one of its 4-neighbours has another label;
     the image border is not a contour (edge-replicated neighbours).
     """
-    padded = F.pad(mask[:, None].float(), (1, 1, 1, 1), mode="replicate")[:, 0]
-    centre = padded[:, 1:-1, 1:-1]
     differs = torch.zeros_like(mask, dtype=torch.bool)
-    for dy, dx in ((0, 1), (2, 1), (1, 0), (1, 2)):
-        neighbour = padded[:, dy : dy + mask.shape[1], dx : dx + mask.shape[2]]
-        differs |= neighbour != centre
+    for neighbour in _four_neighbours(mask):
+        differs |= neighbour != mask
     return _onehot_bool(mask, num_classes) & differs[:, None]
 
 
@@ -157,12 +154,21 @@ def category_bands(mask: Tensor, num_classes: int) -> Tensor:
     pixels (:func:`category_contours`) and the pixels of other labels with a 4-neighbour of
     ``j`` (the image border is not a contour)."""
     onehot = _onehot_bool(mask, num_classes)
-    padded = F.pad(onehot.float(), (1, 1, 1, 1), mode="replicate")
-    h, w = mask.shape[-2:]
     touches = torch.zeros_like(onehot)
-    for dy, dx in ((0, 1), (2, 1), (1, 0), (1, 2)):
-        touches |= padded[:, :, dy : dy + h, dx : dx + w] > 0
+    for neighbour in _four_neighbours(onehot):
+        touches |= neighbour
     return category_contours(mask, num_classes) | (touches & ~onehot)
+
+
+def _four_neighbours(x: Tensor) -> list[Tensor]:
+    """The up, down, left and right neighbour of every pixel of ``x`` (…×H×W), the image's edge
+    replicated (so the border is nobody's contour)."""
+    h, w = x.shape[-2:]
+    flat = x.reshape(1, -1, h, w).float()  # replicate padding takes a 4-D tensor
+    padded = (
+        F.pad(flat, (1, 1, 1, 1), mode="replicate").to(x.dtype).view(*x.shape[:-2], h + 2, w + 2)
+    )
+    return [padded[..., dy : dy + h, dx : dx + w] for dy, dx in ((0, 1), (2, 1), (1, 0), (1, 2))]
 
 
 def _onehot_bool(mask: Tensor, num_classes: int) -> Tensor:

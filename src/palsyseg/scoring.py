@@ -9,11 +9,9 @@ is on (:data:`palsyseg.metrics.PALSY_SCORES`).
 
 **Per-class offsets** (``class_offsets=True``; the ``palsyseg`` recipe): ``argmax`` of the
 logits is the most probable class per pixel, not the labelling with the best F1 per class, and
-training biases it further. Eq. 7's boundary term averages each category's contour CE
-separately, so the few contour pixels of an eye weigh as much as the long contour of the skin:
-at the benchmark's defaults palsynet's small parts came out about one contour pixel too wide
-(validation precision 0.65 at recall 0.90 for brows, 0.71 / 0.96 for eyes). An additive offset
-per class on the logits, chosen on the validation split to maximise its mean F1
+a training objective can bias it (eq. 7 on one-sided contours drew the small parts a pixel too
+wide: :mod:`palsyseg.losses`, measured in :mod:`palsyseg.recipes`). An additive offset per
+class on the logits, chosen on the validation split to maximise its mean F1
 (:func:`choose_class_offsets`), is the segmentation's operating point, as the decision bias is
 the FPP decision's: the model keeps it (a ``class_offsets`` buffer applied in eval mode only,
 so training never sees it), and every evaluation and prediction reads it.
@@ -168,9 +166,12 @@ def choose_class_offsets(logits: Tensor, mask: Tensor, *, rounds: int = 3) -> Te
     among equally good ones the smallest ``|o|`` wins, so a model whose argmax is already best
     keeps 0.
     """
+    from palsyseg.metrics import segmentation_metrics
+
     n, c = logits.shape[:2]
     if mask.shape != (n, *logits.shape[2:]):
         raise ValueError(f"mask {tuple(mask.shape)} does not fit logits {tuple(logits.shape)}")
+    names = [str(i) for i in range(c)]
     candidates = CLASS_OFFSETS.to(torch.float64)
     k = len(candidates)
     offsets = torch.zeros(c, dtype=torch.float64)
@@ -195,7 +196,8 @@ def choose_class_offsets(logits: Tensor, mask: Tensor, *, rounds: int = 3) -> Te
             stay = counts.sum(-1)[..., None] - moved
             matrices = np.moveaxis(stay, -1, 0).copy()  # threshold × truth × prediction
             matrices[:, :, j] += moved.sum(1).T
-            scores = _mean_f1(matrices)[::-1]  # per candidate, in CLASS_OFFSETS order
+            # mean F1 per candidate, in CLASS_OFFSETS order
+            scores = [segmentation_metrics(m, names)["mean_f1"] for m in matrices[::-1]]
             current = int(np.argmin(np.abs(candidates.numpy() - float(offsets[j]))))
             best = current
             for t in sorted(range(k), key=lambda x: (abs(float(candidates[x])), x)):
@@ -203,16 +205,6 @@ def choose_class_offsets(logits: Tensor, mask: Tensor, *, rounds: int = 3) -> Te
                     best = t
             offsets[j] = candidates[best]
     return offsets.to(torch.float32)
-
-
-def _mean_f1(matrices: np.ndarray) -> np.ndarray:
-    """Mean F1 over classes 1 … C−1 of each confusion matrix in ``matrices`` (M×C×C, rows =
-    truth), classes absent from truth and prediction skipped, as ``segmentation_metrics``."""
-    tp = np.diagonal(matrices, axis1=1, axis2=2).astype(np.float64)
-    denominator = matrices.sum(axis=2) + matrices.sum(axis=1)  # truth + predicted
-    seen = denominator[:, 1:] > 0
-    f1 = np.where(seen, 2 * tp[:, 1:] / np.maximum(denominator[:, 1:], 1), 0.0)
-    return f1.sum(axis=1) / np.maximum(seen.sum(axis=1), 1)
 
 
 def palsy_score_of(model: nn.Module) -> str:
