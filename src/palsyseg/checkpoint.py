@@ -240,6 +240,7 @@ def load_checkpoint_model(
     (see :func:`read_checkpoint`) or whose weights do not fit the model.
     """
     from palsyseg.models import create_model
+    from palsyseg.models.asymmetry import PartSideFPP
 
     path = Path(path)
     data = read_checkpoint(path, map_location)
@@ -269,6 +270,13 @@ def load_checkpoint_model(
         and not any(str(key).startswith("part_side.shape_side.") for key in data["model_state"])
     ):  # written before the part-side decision read the parts' shape moments
         kwargs["part_geometry"] = False
+    shape_side = data["model_state"].get("part_side.shape_side.0.weight")
+    if (
+        name.startswith("palsynet")
+        and "part_outline" not in kwargs
+        and getattr(shape_side, "shape", (0, 0))[-1] == PartSideFPP.SHAPE_FEATURES
+    ):  # written before the shape moments included the parts' outline
+        kwargs["part_outline"] = False
     try:
         model = create_model(name, num_classes=num_classes, **kwargs)
     except (ValueError, TypeError, KeyError) as exc:

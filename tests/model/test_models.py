@@ -127,10 +127,14 @@ def test_ablations_switch_their_part_off(built: dict[str, torch.nn.Module]) -> N
     assert "fpp_side_log_q" in outs["palsynet"] and "fpp_side_log_q" not in outs["palsynet_side"]
 
 
-def _part_side(seed: int = 0, *, geometry: bool = False) -> PartSideFPP:
+def _part_side(seed: int = 0, *, geometry: bool = False, outline: bool = False) -> PartSideFPP:
     torch.manual_seed(seed)
     block = PartSideFPP(
-        8, parts=(int(Label.EYE), int(Label.MOUTH)), fpp_class=int(Label.FPP), geometry=geometry
+        8,
+        parts=(int(Label.EYE), int(Label.MOUTH)),
+        fpp_class=int(Label.FPP),
+        geometry=geometry,
+        outline=outline,
     )
     for head in block.presence:  # an untrained presence says "no FPP"; make it say something
         torch.nn.init.normal_(head[-1].weight)
@@ -139,9 +143,9 @@ def _part_side(seed: int = 0, *, geometry: bool = False) -> PartSideFPP:
     return block.eval()
 
 
-@pytest.mark.parametrize("geometry", [False, True])
-def test_the_part_side_decision_swaps_sides_with_the_halves(geometry: bool) -> None:
-    block = _part_side(geometry=geometry)
+@pytest.mark.parametrize(("geometry", "outline"), [(False, False), (True, False), (True, True)])
+def test_the_part_side_decision_swaps_sides_with_the_halves(geometry: bool, outline: bool) -> None:
+    block = _part_side(geometry=geometry, outline=outline)
     features = torch.randn(2, 8, 32, 32)  # 1/4 of a 128 px frame: cells 0-15 left, 16-31 right
     features[..., :16] += torch.randn(2, 8, 1, 1) * 3  # one half's part looks different
     logits = torch.randn(2, 7, 64, 64)
@@ -154,7 +158,9 @@ def test_the_part_side_decision_swaps_sides_with_the_halves(geometry: bool) -> N
     assert log_q.shape == (2, 2, 2) and (log_q <= 0).all()
     side = log_q[..., 0] - log_q[..., 1]  # = v: log σ(v) − log σ(−v)
     assert (side.abs() > 1e-2).all()  # the halves differ: one side is favoured
-    torch.testing.assert_close(mirrored, log_q.flip(-1))  # a mirrored face: the other side
+    # A mirrored face: the other side (to float32 summation order: the outline's off⁴ sums
+    # run over the halves' columns in the other order).
+    torch.testing.assert_close(mirrored, log_q.flip(-1), atol=1e-4, rtol=1e-5)
     # A face whose halves pool to the same features gets no side preference at all.
     symmetric = features + features.flip(-1)
     with torch.no_grad():
@@ -177,6 +183,29 @@ def test_shape_moments_measure_each_half_in_128_px_frame_pixels() -> None:
     torch.testing.assert_close(moments[:, 3], torch.ones(2), atol=1e-2, rtol=0)  # rows ±0.5 px
     expected_spread = 2 * torch.tensor([0.0, 1, 2, 3]).std(unbiased=False)
     torch.testing.assert_close(moments[:, 4], expected_spread.repeat(2), atol=1e-2, rtol=0)
+
+
+def test_outline_moments_read_the_outer_end_the_extent_and_the_tallest_columns() -> None:
+    prob = torch.zeros(1, 64, 64)  # a 64 px input: one pixel here is 2 px of a 128 px frame
+    prob[0, 40:42, 20:31] = 1.0  # left: a flat part, rows 40-41, up to the centre line
+    prob[0, 40:42, 33:44] = 1.0  # right: its mirror image ...
+    prob[0, 42:44, 41:44] = 1.0  # ... whose outer end hangs one row pair lower (a corner drop)
+    prob[0, 36:46, 36] = 1.0  # ... and one column 10 pixels tall (an open eye's middle)
+    cols = torch.arange(64)
+    halves = torch.stack([cols < 31.5, cols > 31.5]).float()
+    end_row, extent, height = PartSideFPP.outline_moments(prob, halves)[0].unbind(-1)
+    torch.testing.assert_close(end_row[0], torch.tensor(81.0), atol=0.05, rtol=0)
+    assert end_row[1] > end_row[0] + 1.0  # the right half's outer end sits lower
+    off = 2 * (31.5 - torch.arange(20, 31.0))  # columns 20-30 in 128 px frame pixels
+    torch.testing.assert_close(extent[0], off.pow(4).mean().pow(0.25), atol=0.05, rtol=0)
+    torch.testing.assert_close(extent[0], extent[1], atol=1.0, rtol=0)  # the same reach
+    torch.testing.assert_close(height[0], torch.tensor(4.0), atol=1e-2, rtol=0)  # 2 px × 2
+    assert height[1] > height[0] + 1.0  # the tall column counts more than its mass share
+    # Swapping the halves swaps the numbers (the decision's equivariance rests on this).
+    swapped = PartSideFPP.outline_moments(prob.flip(-1), halves)[0]
+    torch.testing.assert_close(swapped, torch.stack([end_row, extent, height], -1).flip(0))
+    with pytest.raises(ValueError, match="outline moments need geometry"):
+        PartSideFPP(8, parts=(4, 5), fpp_class=6, outline=True)
 
 
 def test_the_part_side_composition_marks_the_decided_half_of_the_part() -> None:

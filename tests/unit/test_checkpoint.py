@@ -274,6 +274,28 @@ def test_a_palsynet_from_before_the_shape_moments_loads_as_it_was_trained(
     assert current.part_side.geometry is True
 
 
+def test_a_palsynet_from_before_the_outline_moments_loads_as_it_was_trained(
+    written: Path, tmp_path: Path
+) -> None:
+    """The shape moments later gained three outline numbers per half (8 inputs to the side
+    term instead of 5); a checkpoint from before loads with the five and gives its own logits."""
+    data = read_checkpoint(written)
+    torch.manual_seed(0)
+    data["model_state"] = create_model("palsynet", NUM_CLASSES, part_outline=False).state_dict()
+    assert data["model_state"]["part_side.shape_side.0.weight"].shape == (1, 5)
+    save_checkpoint(tmp_path / "before.pt", data)
+    old, _ = load_checkpoint_model(tmp_path / "before.pt")
+    assert old.part_side.geometry is True and old.part_side.outline is False
+    x = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        reference = create_model("palsynet", NUM_CLASSES, part_outline=False)
+        reference.load_state_dict(data["model_state"])
+        torch.testing.assert_close(old(x)["logits"], reference.eval()(x)["logits"])
+    current, _ = load_checkpoint_model(written)
+    assert current.part_side.outline is True
+    assert current.part_side.shape_side[0].weight.shape == (1, 8)
+
+
 def test_the_decision_operating_point_travels_with_the_weights(
     written: Path, tmp_path: Path
 ) -> None:

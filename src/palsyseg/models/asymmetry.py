@@ -142,6 +142,19 @@ class PartSideFPP(nn.Module):
       MLP: ``δ`` is odd and ``|δ|`` even in the swap (the moments measure distances from the
       centre line), so the equivariance above is kept. Only differences go in: the moments
       themselves (a mouth's mean row ~84 px) would swamp the ~1 px asymmetries.
+    - **Outline** (``outline=True``, with ``geometry``): three more numbers per half
+      (:meth:`outline_moments`) for what the label rule reads at the part's *ends* and *middle*
+      rather than its mass: the row of the part's outer end (rows weighted by the fourth power
+      of the distance from the centre line: the mouth corner's drop), the outer extent
+      (``E[off⁴]^¼``: the corner's excursion) and the height of its tallest columns
+      (``Σ h² / Σ h`` over the column heights ``h``: the eye's aperture at mid-eye). Measured
+      before training with them: a logistic regression on the ground-truth masks' per-half
+      differences (1,500 streamed faces → the benchmark's 300 test photos, 128 px) decided the
+      mouth's side correctly on 87 % of the halves that show it with the five moments and on
+      90 % with the eight; on 192 px masks 90 % → 93 %, eyes 84 % → 86 %. Trained
+      (palsynet at the benchmark's defaults, the same 300 test photos): FPP F1 0.551 → 0.600,
+      side accuracy 0.948 → 0.990, palsy-visible accuracy 0.807 → 0.827, mean F1 0.819 →
+      0.833; patient side 0.85 → 0.82 (one patient).
 
     The presence logit starts at −2 (``q ≈ 0.1``): an untrained network marks no FPP.
 
@@ -157,6 +170,8 @@ class PartSideFPP(nn.Module):
 
     SHAPE_FEATURES = 5
     """Moments per part and half (:meth:`shape_moments`)."""
+    OUTLINE_FEATURES = 3
+    """Outline numbers per part and half, with ``outline`` (:meth:`outline_moments`)."""
 
     def __init__(
         self,
@@ -166,12 +181,16 @@ class PartSideFPP(nn.Module):
         hidden: int = 32,
         *,
         geometry: bool = False,
+        outline: bool = False,
     ) -> None:
         super().__init__()
+        if outline and not geometry:
+            raise ValueError("PartSideFPP: outline moments need geometry=True")
         self.parts = parts
         self.fpp_class = fpp_class
         self.geometry = geometry
-        shape = self.SHAPE_FEATURES if geometry else 0
+        self.outline = outline
+        shape = (self.SHAPE_FEATURES + self.OUTLINE_FEATURES * outline) if geometry else 0
         self.embed = nn.ModuleList(
             nn.Sequential(
                 nn.Linear(channels, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, hidden)
@@ -237,6 +256,28 @@ class PartSideFPP(nn.Module):
         ]
         return torch.stack(moments, dim=-1)
 
+    @staticmethod
+    def outline_moments(prob: Tensor, halves: Tensor) -> Tensor:
+        """B×2×3 outline numbers of a B×H×W part probability over the left and right half
+        (``halves`` 2×W, 0/1), in pixels of a 128 px frame: the row of the part's outer end
+        (rows weighted by ``off⁴``, ``off`` the distance from the centre line), its outer extent
+        ``E[off⁴]^¼`` and the height of its tallest columns ``Σ h² / Σ h`` (``h`` the part's
+        mass per column)."""
+        h, w = prob.shape[-2:]
+        unit = 128 / w
+        rows = torch.arange(h, device=prob.device, dtype=prob.dtype)[:, None] * unit
+        off = (torch.arange(w, device=prob.device, dtype=prob.dtype) - (w - 1) / 2).abs()
+        off = (off * unit / 16)[None]  # in units of 16 px, so off⁴ stays small
+        weight = prob[:, None] * halves[None, :, None, :]  # B×2×H×W
+        mass = weight.sum(dim=(2, 3)) + 1e-3
+        outer = weight * off.pow(4)
+        outer_mass = outer.sum(dim=(2, 3)) + 1e-6
+        end_row = (outer * rows).sum(dim=(2, 3)) / outer_mass
+        extent = 16 * (outer_mass / mass).pow(0.25)
+        column = weight.sum(dim=2) * unit  # B×2×W: the part's height per column
+        height = column.pow(2).sum(dim=-1) / (column.sum(dim=-1) + 1e-3)
+        return torch.stack([end_row, extent, height], dim=-1)
+
     def decide(
         self,
         features: Tensor,
@@ -271,8 +312,13 @@ class PartSideFPP(nn.Module):
             v = self.side[i](e[:, 0]) - self.side[i](e[:, 1])  # B×1, odd in the swap
             even = [(e[:, 0] - e[:, 1]).abs(), e[:, 0] + e[:, 1]]
             if shape_prob is not None:
-                moments = self.shape_moments(shape_prob[:, keep.index(part)], shape_halves)
-                difference = (moments[:, 0] - moments[:, 1]).to(v.dtype)  # B×5, odd
+                part_prob = shape_prob[:, keep.index(part)]
+                moments = self.shape_moments(part_prob, shape_halves)
+                if self.outline:
+                    moments = torch.cat(
+                        [moments, self.outline_moments(part_prob, shape_halves)], -1
+                    )
+                difference = (moments[:, 0] - moments[:, 1]).to(v.dtype)  # B×5 (8), odd
                 v = v + self.shape_side[i](difference)
                 even.append(difference.abs())
             u = self.presence[i](torch.cat(even, -1))

@@ -57,7 +57,12 @@ Choices where the paper is vague (each one a reading a reviewer can check):
   side accuracy from 0.75 to 0.97 and FPP F1 from 0.237 to 0.303 (mean F1 0.683 → 0.706; the
   six-channel U-Net: 0.89, 0.289, 0.716) for +2 % parameters; (5) then took mean F1 to 0.725,
   mouth F1 0.607 → 0.694 and FPP F1 to 0.394 (side accuracy 0.82, patients 0.875; the mouth and
-  FPP no longer swap pixel by pixel). ``palsynet_no_mirror_skips`` and
+  FPP no longer swap pixel by pixel). The decision also reads each half's part shape
+  (``part_geometry``: moments of the predicted part) and outline (``part_outline``: the outer
+  end's row, the outer extent and the tallest columns — what the label rule measures at the
+  mouth corner and mid-eye); at the benchmark's defaults the outline took FPP F1 0.551 → 0.600,
+  side accuracy 0.948 → 0.990 and mean F1 0.819 → 0.833 (``PartSideFPP``'s docstring; README).
+  ``palsynet_no_mirror_skips`` and
   ``palsynet_no_part_side`` are those ablations; ``palsynet_side`` adds (1) and (3) without (5),
   which at the benchmark's CPU budget did not help (measured, see README);
   ``palsynet_no_mirror`` has none of them. Checkpoints written before (4) or (5) existed load
@@ -440,6 +445,7 @@ class PalsyNetConfig:
     fpp_index: int | None = None  # the FPP class; None = the last (palsyseg.labels: 6)
     part_side_fpp: bool = True  # FPP decided per part and side (PartSideFPP)
     part_geometry: bool = True  # that decision also reads each half's part shape (moments)
+    part_outline: bool = True  # and its outline: outer end's row, extent, tallest columns
     # the classes whose weak-side pixels are FPP; None = eye and mouth (4, 5) of palsyseg.labels
     # when there are its 7 classes, else none (no PartSideFPP)
     fpp_parts: tuple[int, ...] | None = None
@@ -502,7 +508,11 @@ class PalsyNet(nn.Module):
             self.side = SidePath(cfg.aspp_channels)
         if cfg.part_classes:
             self.part_side = PartSideFPP(
-                cfg.embed_dim, cfg.part_classes, cfg.fpp_class, geometry=cfg.part_geometry
+                cfg.embed_dim,
+                cfg.part_classes,
+                cfg.fpp_class,
+                geometry=cfg.part_geometry,
+                outline=cfg.part_geometry and cfg.part_outline,
             )
         if cfg.mirror_skips:  # the skips the decoder reads at 1/4 and 1/8
             self.skip_mirrors = nn.ModuleList(
