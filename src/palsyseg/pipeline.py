@@ -554,6 +554,18 @@ class PipelineArguments:
         return asdict(self)
 
 
+def _resolve_init_weights(section: dict[str, Any], where: str) -> None:
+    """Make a ``init_weights`` path of a ``train`` section absolute (the components run in
+    other directories) and refuse one that does not exist, naming it."""
+    value = section.get("init_weights")
+    if not value:
+        return
+    path = Path(str(value)).resolve()
+    if not path.is_file():
+        raise ConfigError(f"{where}.init_weights: {value}: checkpoint file does not exist")
+    section["init_weights"] = str(path)
+
+
 def build_arguments(
     *,
     dataset_uri: str | None = None,
@@ -585,6 +597,10 @@ def build_arguments(
     train.pop("model", None)
     train.update(dict(train_overrides or {}))
     config_epochs = train.pop("epochs", None)
+    _resolve_init_weights(train, "train")
+    if isinstance(train.get("baselines"), Mapping):
+        train["baselines"] = dict(train["baselines"])
+        _resolve_init_weights(train["baselines"], "train.baselines")
     policy = load_policy(policy_path).to_dict()
     policy.update(dict(gate_overrides or {}))
     args = PipelineArguments(

@@ -28,6 +28,14 @@ What a run promises:
   the model is wrapped in DDP (gloo on CPU, nccl on CUDA), ``batch_size`` is the *global* batch
   split evenly over the ranks, and rank 0 alone validates, logs and writes files.
 
+- **Warm start.** ``init_weights`` names a palsyseg checkpoint of the same model (name and
+  ``model_kwargs``) whose weights the run starts from instead of a random draw: fine-tuning, as
+  a team retrains its champion on new data or the demo starts from the shipped phantom-trained
+  palsynet (``pretrained/``). Only the weights come along (not the optimizer, schedule or
+  epoch count: it is a new run), the operating points are chosen afresh on validation, and
+  every checkpoint of the run records the starting weights' SHA-256 (``init_weights_sha256``).
+  A resumed run continues from ``last.pt`` and ignores it.
+
 The ``on_epoch_end(epoch, metrics)`` callback (rank 0, after the epoch's checkpoint is on disk)
 is how the tracking layer logs per-epoch metrics; nothing here knows about MLflow.
 """
@@ -137,6 +145,9 @@ class TrainConfig:
     stream_repeats: int = 1
     """With ``stream_patients``: keep each draw of patients for this many consecutive epochs
     (rendered once, augmented afresh every epoch; :class:`~palsyseg.data.stream.StreamConfig`)."""
+    init_weights: str = ""
+    """A palsyseg checkpoint of the same model whose weights the run starts from (module
+    docstring, "Warm start"); empty: a random initialisation."""
     class_offsets: bool = False
     """Choose per-class offsets on the logits at every validation (the ones that maximise the
     validation mean F1, :func:`palsyseg.scoring.choose_class_offsets`); the checkpoint keeps them
@@ -458,6 +469,7 @@ class _Run:
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
     scaler: torch.amp.GradScaler
+    init_sha256: str = ""  # SHA-256 of the weights the run started from (init_weights)
     state: dict[str, Any] = field(
         default_factory=lambda: {
             "epoch": 0,  # epochs completed
@@ -496,7 +508,9 @@ def _build_run(
     if cuda and config.amp:
         amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     channels_last = cuda and config.channels_last
-    model = create_model(config.model, num_classes=NUM_CLASSES, **config.model_kwargs).to(device)
+    model = create_model(config.model, num_classes=NUM_CLASSES, **config.model_kwargs)
+    init_sha256 = load_initial_weights(model, config) if config.init_weights else ""
+    model = model.to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     # The HIST loss owns parameters (class means, HGNN): they train with the model, sit in the
@@ -519,10 +533,42 @@ def _build_run(
         optimizer, _lr_factor(config, config.epochs * steps)
     )
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
-    return _Run(
+    run = _Run(
         config, procs, device, out_dir, amp_dtype, channels_last,
         model, criterion, step, optimizer, scheduler, scaler,
     )  # fmt: skip
+    run.init_sha256 = init_sha256
+    return run
+
+
+def load_initial_weights(model: nn.Module, config: TrainConfig) -> str:
+    """Load ``config.init_weights`` (a palsyseg checkpoint of ``config.model``) into ``model``;
+    return those weights' SHA-256. Raises :class:`~palsyseg.checkpoint.CheckpointError` naming
+    the file when it is not a loadable checkpoint, holds another model, or its weights do not
+    fit this one (other ``model_kwargs``)."""
+    from palsyseg.checkpoint import CheckpointError, load_checkpoint_model, state_sha256
+
+    path = Path(config.init_weights)
+    source, meta = load_checkpoint_model(path)
+    if meta["model_name"] != config.model:
+        raise CheckpointError(
+            Problem(
+                file=str(path),
+                rule=f"init_weights holds a {meta['model_name']} model, not {config.model}",
+            )
+        )
+    try:
+        model.load_state_dict(source.state_dict(), strict=True)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise CheckpointError(
+            Problem(
+                file=str(path),
+                rule=f"init_weights do not fit {config.model} with these model_kwargs: {first}",
+            )
+        ) from None
+    log.info("%s starts from the weights of %s", config.model, path)
+    return str(meta.get("weights_sha256") or state_sha256(source.state_dict()))
 
 
 def _resume(run: _Run, path: Path) -> None:
@@ -604,6 +650,8 @@ def _finish_epoch(
     state["history"].append(entry)
     state["epoch"] = epoch + 1
     metadata = _metadata(run.config, epoch + 1, metrics, threshold, palsy_score_of(run.model))
+    if run.init_sha256:
+        metadata["init_weights_sha256"] = run.init_sha256
     key = list(_selection_key(metrics))
     new_best = key > state["best_key"]  # strictly better: on a tie the earlier epoch stays
     if new_best:

@@ -211,6 +211,31 @@ def test_arguments_come_from_params_policy_and_flags(tmp_path: Path) -> None:
         )
 
 
+def test_a_warm_start_path_is_made_absolute_and_a_missing_one_refused_up_front(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data, params = _project(tmp_path, "dataset: data\ntrain: {epochs: 1}\n")
+    (tmp_path / "pretrained").mkdir()
+    (tmp_path / "pretrained" / "net.pt").write_bytes(b"weights")
+    monkeypatch.chdir(tmp_path)  # the components run elsewhere: relative to where it is asked
+    overrides = {"init_weights": "pretrained/net.pt", "baselines": {"init_weights": ""}}
+    args = build_arguments(
+        dataset_uri=str(data),
+        train_overrides=overrides,
+        params_path=params,
+        policy_path=Path(__file__).parents[2] / "mlflow" / "promotion.yaml",
+    )
+    assert args.train_config["init_weights"] == str(tmp_path / "pretrained" / "net.pt")
+    assert args.train_config["baselines"] == {"init_weights": ""}
+    with pytest.raises(ConfigError, match=r"train\.init_weights: pretrained/nope\.pt: .*not exist"):
+        build_arguments(
+            dataset_uri=str(data),
+            train_overrides={"init_weights": "pretrained/nope.pt"},
+            params_path=params,
+            policy_path=Path(__file__).parents[2] / "mlflow" / "promotion.yaml",
+        )
+
+
 def test_baseline_only_fields_apply_to_the_baselines_and_are_checked_up_front(
     tmp_path: Path,
 ) -> None:

@@ -459,6 +459,50 @@ def test_every_checkpoint_of_a_run_carries_its_weights_digest(trained: Path) -> 
     assert last[TRAINING_DIGEST] == state_sha256(last["training"])
 
 
+def test_a_warm_start_begins_at_the_given_weights_and_records_them(
+    trained: Path, split: Path, tmp_path: Path
+) -> None:
+    from palsyseg.checkpoint import WEIGHTS_DIGEST
+    from palsyseg.processes import Processes
+
+    source = read_checkpoint(trained / "best.pt")
+    config = TrainConfig(**{**TINY, "seed": 11, "init_weights": str(trained / "best.pt")})
+    run = train_module._build_run(
+        config, Processes(), torch.device("cpu"), tmp_path / "built", steps=1
+    )
+    for key, value in run.model.state_dict().items():  # not the seed-11 random draw
+        assert torch.equal(value, source["model_state"][key]), key
+    train_model(split / "train", split / "val", tmp_path / "tuned", config)
+    tuned = read_checkpoint(tmp_path / "tuned" / "last.pt")
+    assert tuned["metadata"]["init_weights_sha256"] == source["metadata"][WEIGHTS_DIGEST]
+    assert any(  # and it trained on from there
+        not torch.equal(v, source["model_state"][k]) for k, v in tuned["model_state"].items()
+    )
+    fresh = read_checkpoint(trained / "last.pt")  # a run without a warm start records none
+    assert "init_weights_sha256" not in fresh["metadata"]
+
+
+def test_a_warm_start_from_another_model_or_shape_is_refused_naming_the_file(
+    trained: Path, split: Path, tmp_path: Path
+) -> None:
+    best = trained / "best.pt"
+    cases = {
+        "unet_r18": (best, "holds a palsynet model, not unet_r18"),
+        "palsynet": (tmp_path / "missing.pt", "checkpoint file does not exist"),
+    }
+    for model, (path, rule) in cases.items():
+        config = TrainConfig(**{**TINY, "model": model, "init_weights": str(path)})
+        with pytest.raises(CheckpointError, match=rule) as caught:
+            train_model(split / "train", split / "val", tmp_path / model, config)
+        assert str(path) in str(caught.value)
+    narrow = TrainConfig(
+        **{**TINY, "init_weights": str(best), "model_kwargs": {"head_channels": 8}}
+    )
+    with pytest.raises(CheckpointError, match="do not fit palsynet with these model_kwargs"):
+        train_model(split / "train", split / "val", tmp_path / "narrow", narrow)
+    assert not (tmp_path / "narrow" / "last.pt").exists()
+
+
 class _UnderConfident(torch.nn.Module):
     """A model whose segmentation is right and whose part-side decision ranks the weak mouth
     half first but never reaches q > 0.5 (q 0.3 there, 0.05 elsewhere), as trained PalsyNets
