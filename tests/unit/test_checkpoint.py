@@ -253,23 +253,31 @@ def test_a_palsynet_from_before_the_part_side_decision_loads_as_it_was_trained(
         torch.testing.assert_close(old(x)["logits"], reference.eval()(x)["logits"])
 
 
+def _load_older_palsynet(written: Path, tmp_path: Path, **built_as: bool) -> torch.nn.Module:
+    """A checkpoint of a palsynet built with ``built_as`` (as an older palsyseg built them,
+    its train_config saying nothing of those options), loaded; it must give the logits of the
+    model it was written from."""
+    data = read_checkpoint(written)
+    torch.manual_seed(0)
+    data["model_state"] = create_model("palsynet", NUM_CLASSES, **built_as).state_dict()
+    save_checkpoint(tmp_path / "before.pt", data)
+    old, _ = load_checkpoint_model(tmp_path / "before.pt")
+    x = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        reference = create_model("palsynet", NUM_CLASSES, **built_as)
+        reference.load_state_dict(data["model_state"])
+        torch.testing.assert_close(old(x)["logits"], reference.eval()(x)["logits"])
+    return old
+
+
 def test_a_palsynet_from_before_the_shape_moments_loads_as_it_was_trained(
     written: Path, tmp_path: Path
 ) -> None:
     """The part-side decision later also read each half's part shape; a checkpoint from
     before (no ``part_side.shape_side`` weights) loads without it and gives its own logits."""
-    data = read_checkpoint(written)
-    torch.manual_seed(0)
-    data["model_state"] = create_model("palsynet", NUM_CLASSES, part_geometry=False).state_dict()
-    assert not any(key.startswith("part_side.shape_side.") for key in data["model_state"])
-    save_checkpoint(tmp_path / "before.pt", data)
-    old, _ = load_checkpoint_model(tmp_path / "before.pt")
+    old = _load_older_palsynet(written, tmp_path, part_geometry=False)
+    assert not any(key.startswith("part_side.shape_side.") for key in old.state_dict())
     assert old.part_side.geometry is False
-    x = torch.randn(1, 3, 32, 32)
-    with torch.no_grad():
-        reference = create_model("palsynet", NUM_CLASSES, part_geometry=False)
-        reference.load_state_dict(data["model_state"])
-        torch.testing.assert_close(old(x)["logits"], reference.eval()(x)["logits"])
     current, _ = load_checkpoint_model(written)
     assert current.part_side.geometry is True
 
@@ -279,18 +287,9 @@ def test_a_palsynet_from_before_the_outline_moments_loads_as_it_was_trained(
 ) -> None:
     """The shape moments later gained three outline numbers per half (8 inputs to the side
     term instead of 5); a checkpoint from before loads with the five and gives its own logits."""
-    data = read_checkpoint(written)
-    torch.manual_seed(0)
-    data["model_state"] = create_model("palsynet", NUM_CLASSES, part_outline=False).state_dict()
-    assert data["model_state"]["part_side.shape_side.0.weight"].shape == (1, 5)
-    save_checkpoint(tmp_path / "before.pt", data)
-    old, _ = load_checkpoint_model(tmp_path / "before.pt")
+    old = _load_older_palsynet(written, tmp_path, part_outline=False)
+    assert old.part_side.shape_side[0].weight.shape == (1, 5)
     assert old.part_side.geometry is True and old.part_side.outline is False
-    x = torch.randn(1, 3, 32, 32)
-    with torch.no_grad():
-        reference = create_model("palsynet", NUM_CLASSES, part_outline=False)
-        reference.load_state_dict(data["model_state"])
-        torch.testing.assert_close(old(x)["logits"], reference.eval()(x)["logits"])
     current, _ = load_checkpoint_model(written)
     assert current.part_side.outline is True
     assert current.part_side.shape_side[0].weight.shape == (1, 8)
