@@ -27,12 +27,12 @@ What a run promises:
 - **Devices.** AMP and channels-last run only on CUDA. Under ``torchrun`` (``WORLD_SIZE > 1``)
   the model is wrapped in DDP (gloo on CPU, nccl on CUDA), ``batch_size`` is the *global* batch
   split evenly over the ranks, and rank 0 alone validates, logs and writes files.
-
 - **Warm start.** ``init_weights`` names a palsyseg checkpoint of the same model (name and
   ``model_kwargs``) whose weights the run starts from instead of a random draw: fine-tuning, as
   a team retrains its champion on new data or the demo starts from the shipped phantom-trained
   palsynet (``pretrained/``). Only the weights come along (not the optimizer, schedule or
-  epoch count: it is a new run), the operating points are chosen afresh on validation, and
+  epoch count: it is a new run), the operating points are chosen afresh on validation (the
+  source's class offsets are dropped when this run does not choose its own), and
   every checkpoint of the run records the starting weights' SHA-256 (``init_weights_sha256``).
   A resumed run continues from ``last.pt`` and ignores it.
 
@@ -533,12 +533,10 @@ def _build_run(
         optimizer, _lr_factor(config, config.epochs * steps)
     )
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
-    run = _Run(
+    return _Run(
         config, procs, device, out_dir, amp_dtype, channels_last,
-        model, criterion, step, optimizer, scheduler, scaler,
+        model, criterion, step, optimizer, scheduler, scaler, init_sha256,
     )  # fmt: skip
-    run.init_sha256 = init_sha256
-    return run
 
 
 def load_initial_weights(model: nn.Module, config: TrainConfig) -> str:
@@ -567,6 +565,9 @@ def load_initial_weights(model: nn.Module, config: TrainConfig) -> str:
                 rule=f"init_weights do not fit {config.model} with these model_kwargs: {first}",
             )
         ) from None
+    offsets = getattr(model, "class_offsets", None)
+    if offsets is not None and not config.class_offsets:
+        offsets.zero_()  # an operating point this run would otherwise apply without choosing
     log.info("%s starts from the weights of %s", config.model, path)
     return str(meta.get("weights_sha256") or state_sha256(source.state_dict()))
 

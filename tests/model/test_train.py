@@ -482,6 +482,23 @@ def test_a_warm_start_begins_at_the_given_weights_and_records_them(
     assert "init_weights_sha256" not in fresh["metadata"]
 
 
+def test_a_warm_start_drops_class_offsets_the_run_would_not_choose(
+    trained: Path, tmp_path: Path
+) -> None:
+    from palsyseg.checkpoint import save_checkpoint
+    from palsyseg.processes import Processes
+
+    data = read_checkpoint(trained / "best.pt")
+    data["model_state"]["class_offsets"] = torch.linspace(-1, 1, 7)
+    save_checkpoint(tmp_path / "offsets.pt", data)
+    for choose, expected in ((True, torch.linspace(-1, 1, 7)), (False, torch.zeros(7))):
+        config = TrainConfig(
+            **{**TINY, "init_weights": str(tmp_path / "offsets.pt"), "class_offsets": choose}
+        )
+        run = train_module._build_run(config, Processes(), torch.device("cpu"), tmp_path, 1)
+        torch.testing.assert_close(run.model.class_offsets, expected)
+
+
 def test_a_warm_start_from_another_model_or_shape_is_refused_naming_the_file(
     trained: Path, split: Path, tmp_path: Path
 ) -> None:
