@@ -42,6 +42,8 @@ COPY src src
 COPY components components
 COPY pipelines pipelines
 COPY mlflow/promotion.yaml mlflow/promotion.yaml
+# The shipped warm start: `pipeline submit --set init_weights=/opt/palsyseg/pretrained/...`.
+COPY pretrained pretrained
 RUN pip install --no-deps . && python -c "import palsyseg.pipeline, components.train, pipelines.training_pipeline"
 
 # The code version MLflow records for runs made in this image (no .git inside).

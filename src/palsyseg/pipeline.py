@@ -554,11 +554,24 @@ class PipelineArguments:
         return asdict(self)
 
 
-def _resolve_init_weights(section: dict[str, Any], where: str) -> None:
-    """Make a ``init_weights`` path of a ``train`` section absolute (the components run in
-    other directories) and refuse one that does not exist, naming it."""
+IMAGE_PRETRAINED = "/opt/palsyseg/pretrained"
+"""Where the image (Dockerfile) holds ``pretrained/``: a cluster run's ``init_weights`` lives there."""
+
+
+def _resolve_init_weights(section: dict[str, Any], where: str, *, local: bool) -> None:
+    """Check a ``train`` section's ``init_weights``. For a run on this machine, make the path
+    absolute (the components run in other directories) and refuse one that does not exist;
+    for a cluster run, which cannot read this machine's files, require a path inside the image
+    (absolute, e.g. under :data:`IMAGE_PRETRAINED`)."""
     value = section.get("init_weights")
     if not value:
+        return
+    if not local:
+        if not Path(str(value)).is_absolute():
+            raise ConfigError(
+                f"{where}.init_weights: {value}: a cluster cannot read this machine's files; "
+                f"give a path inside the image (e.g. {IMAGE_PRETRAINED}/palsynet-phantom-128.pt)"
+            )
         return
     path = Path(str(value)).resolve()
     if not path.is_file():
@@ -580,12 +593,15 @@ def build_arguments(
     policy_path: str | os.PathLike[str] = "mlflow/promotion.yaml",
     tracking_uri: str = "",
     resolve_dataset_version: bool = True,
+    local: bool = True,
 ) -> PipelineArguments:
     """The pipeline's arguments from ``params.yaml`` (``dataset``, ``split``, ``train``,
     ``evaluate`` sections), the promotion policy file and explicit overrides.
 
     The dataset version, code version and trainer are resolved here, on the submitting
-    machine, because they are what the run will be recorded with.
+    machine, because they are what the run will be recorded with. ``local`` says the run is on
+    this machine (``pipeline run``), not a cluster (``pipeline submit``): it decides how a
+    warm start's ``init_weights`` path is checked.
     """
     from palsyseg.params import load_params
     from palsyseg.tracking.gates import load_policy
@@ -597,10 +613,10 @@ def build_arguments(
     train.pop("model", None)
     train.update(dict(train_overrides or {}))
     config_epochs = train.pop("epochs", None)
-    _resolve_init_weights(train, "train")
+    _resolve_init_weights(train, "train", local=local)
     if isinstance(train.get("baselines"), Mapping):
         train["baselines"] = dict(train["baselines"])
-        _resolve_init_weights(train["baselines"], "train.baselines")
+        _resolve_init_weights(train["baselines"], "train.baselines", local=local)
     policy = load_policy(policy_path).to_dict()
     policy.update(dict(gate_overrides or {}))
     args = PipelineArguments(

@@ -19,6 +19,7 @@ import yaml
 from palsyseg.errors import ConfigError, DatasetError
 from palsyseg.pipeline import (
     GATES_FILE,
+    IMAGE_PRETRAINED,
     PipelineArguments,
     build_arguments,
     train_config_for,
@@ -234,6 +235,26 @@ def test_a_warm_start_path_is_made_absolute_and_a_missing_one_refused_up_front(
             params_path=params,
             policy_path=Path(__file__).parents[2] / "mlflow" / "promotion.yaml",
         )
+    # A cluster run reads the file inside its image: kept as given, never a local path.
+    in_image = f"{IMAGE_PRETRAINED}/palsynet-phantom-128.pt"
+    cluster = build_arguments(
+        dataset_uri=str(data),
+        train_overrides={"init_weights": in_image},
+        params_path=params,
+        policy_path=Path(__file__).parents[2] / "mlflow" / "promotion.yaml",
+        local=False,
+    )
+    assert cluster.train_config["init_weights"] == in_image
+    with pytest.raises(ConfigError, match="a cluster cannot read this machine's files"):
+        build_arguments(
+            dataset_uri=str(data),
+            train_overrides={"init_weights": "pretrained/net.pt"},
+            params_path=params,
+            policy_path=Path(__file__).parents[2] / "mlflow" / "promotion.yaml",
+            local=False,
+        )
+    dockerfile = (Path(__file__).parents[2] / "Dockerfile").read_text()
+    assert "COPY pretrained pretrained" in dockerfile and "WORKDIR /opt/palsyseg" in dockerfile
 
 
 def test_baseline_only_fields_apply_to_the_baselines_and_are_checked_up_front(

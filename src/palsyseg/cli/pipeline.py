@@ -125,6 +125,7 @@ def _arguments(
     tracking_uri: str | None,
     *,
     resolve_dataset_version: bool = True,
+    local: bool = True,
 ) -> Any:
     from palsyseg.pipeline import build_arguments
 
@@ -149,6 +150,7 @@ def _arguments(
         policy_path=policy,
         tracking_uri=tracking_uri or "",
         resolve_dataset_version=resolve_dataset_version,
+        local=local,
     )
 
 
@@ -321,7 +323,7 @@ def submit(
         )
     arguments = _arguments(
         data, dvc_rev, dvc_repo, candidate, baselines, epochs, image_size, batch_size,
-        settings, gate, params, policy, uri, resolve_dataset_version=False,
+        settings, gate, params, policy, uri, resolve_dataset_version=False, local=False,
     )  # fmt: skip
     from palsyseg.pipeline import dataset_version
 
