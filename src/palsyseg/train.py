@@ -544,7 +544,12 @@ def load_initial_weights(model: nn.Module, config: TrainConfig) -> str:
     return those weights' SHA-256. Raises :class:`~palsyseg.checkpoint.CheckpointError` naming
     the file when it is not a loadable checkpoint, holds another model, or its weights do not
     fit this one (other ``model_kwargs``)."""
-    from palsyseg.checkpoint import CheckpointError, load_checkpoint_model, state_sha256
+    from palsyseg.checkpoint import (
+        WEIGHTS_DIGEST,
+        CheckpointError,
+        load_checkpoint_model,
+        state_sha256,
+    )
 
     path = Path(config.init_weights)
     source, meta = load_checkpoint_model(path)
@@ -569,7 +574,7 @@ def load_initial_weights(model: nn.Module, config: TrainConfig) -> str:
     if offsets is not None and not config.class_offsets:
         offsets.zero_()  # an operating point this run would otherwise apply without choosing
     log.info("%s starts from the weights of %s", config.model, path)
-    return str(meta.get("weights_sha256") or state_sha256(source.state_dict()))
+    return str(meta.get(WEIGHTS_DIGEST) or state_sha256(source.state_dict()))
 
 
 def _resume(run: _Run, path: Path) -> None:

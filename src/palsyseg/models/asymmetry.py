@@ -231,11 +231,10 @@ class PartSideFPP(nn.Module):
         return logits[:, self.others(logits.shape[1])].log_softmax(dim=1)
 
     @staticmethod
-    def shape_moments(prob: Tensor, halves: Tensor) -> Tensor:
-        """B×2×5 moments of a B×H×W part probability over the left and right half (``halves``
-        2×W, 0/1): mass, mean row, mean distance from the centre line, and the spread of both.
-        Lengths are in pixels of a 128 px frame and the mass in 16-pixel units of it, so one
-        pixel of droop is ~1 unit at any input size."""
+    def _half_grid(prob: Tensor, halves: Tensor) -> tuple[float, Tensor, Tensor, Tensor, Tensor]:
+        """What both kinds of moment read: the pixel size ``unit`` of a 128 px frame, each row's
+        position (H×1) and each column's distance from the centre line (1×W) in those pixels,
+        the part probability per half (B×2×H×W) and its mass per half (B×2, kept above 0)."""
         h, w = prob.shape[-2:]
         unit = 128 / w
         rows = torch.arange(h, device=prob.device, dtype=prob.dtype)[:, None] * unit
@@ -243,6 +242,15 @@ class PartSideFPP(nn.Module):
         off = (off * unit)[None]
         weight = prob[:, None] * halves[None, :, None, :]  # B×2×H×W
         mass = weight.sum(dim=(2, 3)) + 1e-3
+        return unit, rows, off, weight, mass
+
+    @staticmethod
+    def shape_moments(prob: Tensor, halves: Tensor) -> Tensor:
+        """B×2×5 moments of a B×H×W part probability over the left and right half (``halves``
+        2×W, 0/1): mass, mean row, mean distance from the centre line, and the spread of both.
+        Lengths are in pixels of a 128 px frame and the mass in 16-pixel units of it, so one
+        pixel of droop is ~1 unit at any input size."""
+        unit, rows, off, weight, mass = PartSideFPP._half_grid(prob, halves)
         mean_row = (weight * rows).sum(dim=(2, 3)) / mass
         mean_off = (weight * off).sum(dim=(2, 3)) / mass
         row_spread = (weight * (rows - mean_row[..., None, None]).pow(2)).sum(dim=(2, 3)) / mass
@@ -263,14 +271,8 @@ class PartSideFPP(nn.Module):
         (rows weighted by ``off⁴``, ``off`` the distance from the centre line), its outer extent
         ``E[off⁴]^¼`` and the height of its tallest columns ``Σ h² / Σ h`` (``h`` the part's
         mass per column)."""
-        h, w = prob.shape[-2:]
-        unit = 128 / w
-        rows = torch.arange(h, device=prob.device, dtype=prob.dtype)[:, None] * unit
-        off = (torch.arange(w, device=prob.device, dtype=prob.dtype) - (w - 1) / 2).abs()
-        off = (off * unit / 16)[None]  # in units of 16 px, so off⁴ stays small
-        weight = prob[:, None] * halves[None, :, None, :]  # B×2×H×W
-        mass = weight.sum(dim=(2, 3)) + 1e-3
-        outer = weight * off.pow(4)
+        unit, rows, off, weight, mass = PartSideFPP._half_grid(prob, halves)
+        outer = weight * (off / 16).pow(4)  # off in units of 16 px, so off⁴ stays small
         outer_mass = outer.sum(dim=(2, 3)) + 1e-6
         end_row = (outer * rows).sum(dim=(2, 3)) / outer_mass
         extent = 16 * (outer_mass / mass).pow(0.25)
