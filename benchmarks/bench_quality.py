@@ -1,7 +1,7 @@
 """Segmentation quality of the candidate against the baselines at the same training budget.
 
     .venv/bin/python benchmarks/bench_quality.py [--patients 100] [--size 250] [--image-size 128]
-        [--stream-patients 100] [--stream-repeats 2] [--epochs 16] [--batch-size 8] [--lr LR] [--recipe palsyseg]
+        [--stream-patients 100] [--stream-repeats 2] [--epochs 16] [--batch-size 4] [--lr LR] [--recipe palsyseg]
         [--models palsynet deeplabv3plus_r34 unet_r18 unet_r18_mirror] [--threads 2] [--seed 7]
         [--work build/bench_quality] [--json OUT]
 
@@ -77,7 +77,12 @@ def main(argv: list[str] | None = None) -> dict:
         help="epochs each draw of streamed patients is kept (rendered once, re-augmented)",
     )
     parser.add_argument("--epochs", type=int, default=16)
-    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=4,
+        help="batch for every model (4: palsynet's measured best at this budget, README step 7)",
+    )
     parser.add_argument(
         "--lr",
         type=float,
