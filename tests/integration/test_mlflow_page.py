@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from torch import nn
+from tiny_model import IMAGE, TinySeg
 
 from palsyseg.pipeline import register_step
 from palsyseg.tracking.gates import GateReport, GateResult
@@ -44,20 +44,6 @@ from palsyseg.tracking.runs import (
 )
 
 pytestmark = pytest.mark.integration
-
-IMAGE = 16
-
-
-class TinySeg(nn.Module):
-    """A 1×1-conv "segmenter" with the palsyseg output contract (a dict with ``logits``)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        torch.manual_seed(0)
-        self.head = nn.Conv2d(3, 7, kernel_size=1)
-
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        return {"logits": self.head(x)}
 
 
 def unique(stem: str) -> str:
