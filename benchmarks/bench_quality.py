@@ -16,8 +16,9 @@ Models run in the canonical face frame (``palsyseg.align``) and are scored on th
 pixels. Reported per model: per-class F1, mean F1, mIoU, pixel accuracy, FPP F1, image-level
 palsy-visible accuracy/sensitivity/specificity and side accuracy (on photos that show palsy),
 the patient-level (whole exam) palsy AUROC and side accuracy, training seconds and CPU latency,
-the ratio of each model's mean F1 and FPP F1 to the first model's (the candidate), and the
-candidate's ratios to the best baseline (mean F1, FPP F1, side accuracy). The classical baseline a
+the ratio of each model's mean F1, FPP F1 and latency to the first model's (the candidate), the
+candidate's ratios to the best baseline (mean F1, FPP F1, side accuracy) and the whole run's
+wall time (``total_seconds``). The classical baseline a
 clinician would ask about, ``palsyseg.landmark_rule`` (dlib's 68 points → mouth-corner drop,
 side = the lower corner, threshold fitted on validation), is scored on the same test photos for
 palsy presence and side (no pixels: it segments nothing). Tables go to stderr and
@@ -130,6 +131,7 @@ def main(argv: list[str] | None = None) -> dict:
     from palsyseg.train import TrainConfig, train_model
 
     torch.set_num_threads(args.threads)
+    run_started = time.perf_counter()
     if args.work.exists():
         shutil.rmtree(args.work)
     dataset, splits = args.work / "dataset", args.work / "splits"
@@ -196,7 +198,7 @@ def main(argv: list[str] | None = None) -> dict:
             "train_seconds": round(time.perf_counter() - started, 1),
         }
     for row in results.values():
-        for key in ("mean_f1", "f1_fpp"):
+        for key in ("mean_f1", "f1_fpp", "latency_ms"):
             ref = results[reference][key]
             row[f"{key}_vs_{reference}"] = (
                 None if not ref or row[key] is None else round(row[key] / ref, 3)
@@ -213,6 +215,7 @@ def main(argv: list[str] | None = None) -> dict:
         "benchmark": "quality",
         "setup": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "test_images": int(report.models[reference].metrics.get("num_images", 0) or 0),
+        "total_seconds": round(time.perf_counter() - run_started, 1),
         "results": results,
     }
 
@@ -255,10 +258,14 @@ def main(argv: list[str] | None = None) -> dict:
         if candidate_row.get(f"{key}_vs_best_baseline") is not None
     )
     console.print(f"{reference} / best baseline: {ratios or 'no baseline'}")
+    console.print(f"whole run: {output['total_seconds'] / 60:.1f} min")
     text = json.dumps(output, indent=None, default=float)
     print(text)
-    if args.json:
-        Path(args.json).write_text(text + "\n", encoding="utf-8")
+    if args.json:  # written whole or not at all: a temp file beside it, then a rename
+        target = Path(args.json)
+        partial = target.with_name(f".{target.name}.partial")
+        partial.write_text(text + "\n", encoding="utf-8")
+        partial.replace(target)
     return output
 
 
