@@ -23,8 +23,8 @@ clinician would ask about, ``palsyseg.landmark_rule`` (dlib's 68 points → mout
 side = the lower corner, threshold fitted on validation), is scored on the same test photos for
 palsy presence and side (no pixels: it segments nothing). Tables go to stderr and
 one JSON object to stdout (and to ``--json``). Quality is a measurement, not a timed test: on 2
-CPU cores the defaults (8,000 photos per model) took 51 minutes on one day and 103 on a slower
-one (palsynet trains 2–4× faster than each baseline).
+CPU cores the defaults (8,000 photos per model) took 105 minutes at batch 4 (51–103 at batch 8,
+on faster and slower days); palsynet trains 3–4× faster than each baseline.
 ``--recipe paper`` trains with the paper's settings instead of the default recipe
 (``palsyseg.recipes``).
 """
