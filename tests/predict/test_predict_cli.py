@@ -206,10 +206,12 @@ def test_an_exam_of_phantom_photos_gives_one_patient_finding_with_its_evidence(
 
     from palsyseg.metrics import patient_finding
 
-    score, side = patient_finding(
-        [p["palsy"]["fpp_fraction"] for p in photos], [p["side"] for p in exam["photos"]]
-    )
     palsy = exam["palsy"]
+    score, side = patient_finding(
+        [p["palsy"]["fpp_fraction"] for p in photos],
+        [p["side"] for p in exam["photos"]],
+        palsy["threshold"],
+    )
     assert palsy["score"] == round(score, 4)
     assert palsy["present"] == (score > palsy["threshold"])
     assert palsy["affected_side"] == (side if palsy["present"] else "none")

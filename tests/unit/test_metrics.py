@@ -17,6 +17,7 @@ from palsyseg.metrics import (
     decision_findings,
     image_level_metrics,
     palsy_findings,
+    patient_finding,
     patient_level_metrics,
     roc_auc,
     segmentation_metrics,
@@ -249,6 +250,24 @@ def test_patient_level_metrics_read_the_whole_exam() -> None:
     assert per_image["palsy_sensitivity"] == pytest.approx(2 / 5)
     with pytest.raises(ValueError, match="differ in length"):
         patient_level_metrics(ids[:-1], fractions, truth, pred_sides, true_sides, 0.04)
+
+
+def test_a_patients_side_comes_from_the_photos_that_show_the_palsy() -> None:
+    # One pose shows a left palsy (q 0.8); three quiet poses sit near the decision's floor on a
+    # chance side (right). Weighted by the score alone they outvote it; above the threshold only
+    # the showing photo votes.
+    scores = [0.8, 0.45, 0.45, 0.45]
+    sides = ["left", "right", "right", "right"]
+    assert patient_finding(scores, sides) == (pytest.approx(0.5375), "right")
+    assert patient_finding(scores, sides, threshold=0.5) == (pytest.approx(0.5375), "left")
+    # two photos above it: the larger excess wins (0.9 − 0.5 against 0.6 − 0.5)
+    assert patient_finding([0.9, 0.6, 0.4], ["right", "left", "left"], 0.5)[1] == "right"
+    # none above it: every photo votes by its score, as without a threshold
+    assert patient_finding([0.3, 0.2], ["left", "right"], 0.5)[1] == "left"
+    assert patient_finding([], [], 0.5) == (0.0, "none")
+    ids = ["p"] * 4
+    m = patient_level_metrics(ids, scores, [True] * 4, sides, ["left"] * 4, threshold=0.5)
+    assert m["patient_side_accuracy"] == 1.0
 
 
 def test_the_decision_bias_moves_an_under_confident_decision_to_its_best_f1() -> None:

@@ -4,8 +4,9 @@ A clinician grades facial palsy from the whole exam (rest, smile, brow raise, ey
 pucker), not from one photo: mild palsy often shows in one or two poses only. The patient
 finding combines the photos exactly as the evaluation's patient-level metrics do
 (:func:`palsyseg.metrics.patient_finding`): the score is the mean FPP fraction of the photos,
-compared with the same threshold as one photo's; the side is the side their FPP leans to, each
-photo weighted by its FPP fraction.
+compared with the same threshold as one photo's; the side is the side the photos above that
+threshold lean to, each weighted by its excess over it (every photo, weighted by its score, when
+none is above it).
 
 **Pattern hint.** In a peripheral (lower motor neuron) palsy such as Bell's, the forehead on the
 weak side is paralysed too: that brow sits lower and does not rise when the patient raises the
@@ -153,7 +154,7 @@ def exam_finding(
     from palsyseg.metrics import patient_finding
 
     scores = [f.score for f in findings]  # what the threshold is on (PhotoFinding.score)
-    score, side = patient_finding(scores, [f.leaning_side for f in findings])
+    score, side = patient_finding(scores, [f.leaning_side for f in findings], threshold)
     present = bool(findings) and score > threshold
     affected = side if present else "none"
     showing = [f for f in findings if f.present and f.affected_side == affected]
