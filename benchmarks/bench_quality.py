@@ -270,11 +270,10 @@ def main(argv: list[str] | None = None) -> dict:
     console.print(f"whole run: {output['total_seconds'] / 60:.1f} min")
     text = json.dumps(output, indent=None, default=float)
     print(text)
-    if args.json:  # written whole or not at all: a temp file beside it, then a rename
-        target = Path(args.json)
-        partial = target.with_name(f".{target.name}.partial")
-        partial.write_text(text + "\n", encoding="utf-8")
-        partial.replace(target)
+    if args.json:  # written whole or not at all
+        from palsyseg.atomic import atomic_write_text
+
+        atomic_write_text(args.json, text + "\n")
     return output
 
 

@@ -31,7 +31,12 @@ from palsyseg.report.subgroups import SUBGROUP_COLUMNS
 from palsyseg.storage import fingerprint
 from palsyseg.train import TrainConfig, load_checkpoint_model, train_model
 
-pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+# one_thread (tests/conftest.py): the subgroup rows are recomputed on the evaluation's one thread;
+# on 2 threads convolutions sum in another order and a near-tie pixel may flip (seen: 1 FPP pixel)
+pytestmark = [
+    pytest.mark.filterwarnings("ignore::UserWarning"),
+    pytest.mark.usefixtures("one_thread"),
+]
 
 
 def drop_column(dataset: Path, column: str) -> None:
@@ -214,48 +219,39 @@ def test_subgroups_cover_the_manifest_columns_and_match_a_recomputation(evaluate
     model, meta = load_checkpoint_model(evaluated["checkpoints"]["palsynet"])
     frame = FaceFrame.from_dict(meta["frame"])
     found_fpp = 0
-    # on the evaluation's one thread: another thread count sums convolutions in another order,
-    # and a pixel whose two best logits nearly tie may flip (seen: 1 FPP pixel on 2 threads)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        for pose in sorted({r.pose for r in rows}):
-            tp = fp = fn = palsied = hits = 0
-            members = [row for row in rows if row.pose == pose]
-            with torch.inference_mode():
-                for row in members:
-                    sample = load_sample(test_dir, row)
-                    matrix = frame_transform(points_for_row(test_dir, row), frame)
-                    crop = warp_image(sample.image, matrix, frame.size, interpolation="linear")
-                    logits = model(normalize_image(crop).unsqueeze(0))["logits"]
-                    _, side = palsy_findings(
-                        logits.argmax(1)[0].numpy(), midline=(frame.size - 1) / 2
-                    )
-                    pred = logits_to_photo(logits, matrix, sample.mask.shape).argmax(1)[0].numpy()
-                    truth, predicted = sample.mask == Label.FPP, pred == Label.FPP
-                    tp += int((truth & predicted).sum())
-                    fp += int((~truth & predicted).sum())
-                    fn += int((truth & ~predicted).sum())
-                    if truth.any():
-                        palsied += 1
-                        hits += side == row.affected_side
-            found_fpp += tp
-            cells = groups[("pose", pose)]
-            assert cells[2:5] == [
-                str(len(members)),
-                str(len({r.patient_id for r in members})),
-                str(palsied),
-            ], pose
-            f1 = 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else float("nan")
-            assert cells[5] == (f"{f1:.3f}" if np.isfinite(f1) and palsied else "—"), pose
-            if np.isfinite(f1) and palsied and np.isfinite(overall["f1_fpp"]):
-                assert cells[6] == f"{f1 - overall['f1_fpp']:+.3f}", pose
-            if palsied:
-                side_accuracy = hits / palsied
-                assert cells[7] == f"{side_accuracy:.3f}", pose
-                assert cells[8] == f"{side_accuracy - overall['side_accuracy']:+.3f}", pose
-    finally:
-        torch.set_num_threads(threads)
+    for pose in sorted({r.pose for r in rows}):
+        tp = fp = fn = palsied = hits = 0
+        members = [row for row in rows if row.pose == pose]
+        with torch.inference_mode():
+            for row in members:
+                sample = load_sample(test_dir, row)
+                matrix = frame_transform(points_for_row(test_dir, row), frame)
+                crop = warp_image(sample.image, matrix, frame.size, interpolation="linear")
+                logits = model(normalize_image(crop).unsqueeze(0))["logits"]
+                _, side = palsy_findings(logits.argmax(1)[0].numpy(), midline=(frame.size - 1) / 2)
+                pred = logits_to_photo(logits, matrix, sample.mask.shape).argmax(1)[0].numpy()
+                truth, predicted = sample.mask == Label.FPP, pred == Label.FPP
+                tp += int((truth & predicted).sum())
+                fp += int((~truth & predicted).sum())
+                fn += int((truth & ~predicted).sum())
+                if truth.any():
+                    palsied += 1
+                    hits += side == row.affected_side
+        found_fpp += tp
+        cells = groups[("pose", pose)]
+        assert cells[2:5] == [
+            str(len(members)),
+            str(len({r.patient_id for r in members})),
+            str(palsied),
+        ], pose
+        f1 = 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else float("nan")
+        assert cells[5] == (f"{f1:.3f}" if np.isfinite(f1) and palsied else "—"), pose
+        if np.isfinite(f1) and palsied and np.isfinite(overall["f1_fpp"]):
+            assert cells[6] == f"{f1 - overall['f1_fpp']:+.3f}", pose
+        if palsied:
+            side_accuracy = hits / palsied
+            assert cells[7] == f"{side_accuracy:.3f}", pose
+            assert cells[8] == f"{side_accuracy - overall['side_accuracy']:+.3f}", pose
     assert found_fpp > 0  # the candidate marks some true FPP: the numbers are not all zero
 
     # the same numbers are in report.json's subgroups
