@@ -1,7 +1,8 @@
 """Params, GFLOPs and CPU latency of every registered model, side by side.
 
     .venv/bin/python benchmarks/bench_models.py [--size 250] [--threads 2] [--repeats 30]
-                                                [--models palsynet deeplabv3plus_r34 ...] [--json OUT]
+                                                [--models palsynet deeplabv3plus_r34 ...] [--no-fold]
+                                                [--json OUT]
 
 Latency: batch 1, eval mode, ``torch.inference_mode``, ``--threads`` intra-op threads, a warm-up
 per model, then ``--repeats`` rounds in which every model runs in turn (round-robin, the order
@@ -10,7 +11,10 @@ alike and the ratios stay fair. Within a
 round each model runs once untimed and once timed: without that, a small model timed right after
 a large one pays for the caches the large one evicted (seen: ~10 ms on PalsyNet). Reported:
 median and minimum per model and the ratio of each to ``deeplabv3plus_r34`` from the same run.
-The 1-minute load average before and after is printed with the results. Prints a table to stderr
+The 1-minute load average before and after is printed with the results. Every model is timed
+as ``palsyseg predict`` and ``palsyseg evaluate`` run it, with its BatchNorms folded into the
+convolutions before them (:mod:`palsyseg.models.fuse`, the same for every model; ``--no-fold``
+times the modules as trained); params and GFLOPs are the trained network's. Prints a table to stderr
 and one JSON object to stdout (and to ``--json`` if given).
 """
 
@@ -33,6 +37,11 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--models", nargs="*", default=None)
+    parser.add_argument(
+        "--no-fold",
+        action="store_true",
+        help="time the networks as trained, BatchNorms unfolded (default: folded, as served)",
+    )
     parser.add_argument("--json", default=None, help="also write the JSON result to this file")
     args = parser.parse_args(argv)
 
@@ -49,6 +58,10 @@ def main(argv: list[str] | None = None) -> dict:
     x = torch.randn(1, 3, args.size, args.size)
 
     summaries = {name: model_summary(model, args.size) for name, model in models.items()}
+    if not args.no_fold:  # as predict and evaluate run them (palsyseg.models.fuse)
+        from palsyseg.models.fuse import fold_batchnorm
+
+        models = {name: fold_batchnorm(model) for name, model in models.items()}
     load_before = os.getloadavg()[0]
     times: dict[str, list[float]] = {name: [] for name in names}
     with torch.inference_mode():
@@ -84,6 +97,7 @@ def main(argv: list[str] | None = None) -> dict:
         "batch": 1,
         "threads": args.threads,
         "repeats": args.repeats,
+        "batchnorm_folded": not args.no_fold,
         "torch": torch.__version__,
         "cpu_count": os.cpu_count(),
         "load_average_1min_before": round(load_before, 2),

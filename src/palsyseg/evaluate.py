@@ -250,6 +250,7 @@ def evaluate_models(
         patient_level_metrics,
     )
     from palsyseg.metrics import segmentation_metrics as seg_metrics
+    from palsyseg.models.fuse import fold_batchnorm
     from palsyseg.progress import track
     from palsyseg.report.subgroups import row_attributes
     from palsyseg.storage import fingerprint
@@ -265,6 +266,11 @@ def evaluate_models(
     test_dir = Path(test_dir)
     rows = read_manifest(test_dir)
     loaded = {name: load_checkpoint_model(path, "cpu") for name, path in checkpoints.items()}
+    params = {
+        name: sum(p.numel() for p in model.parameters()) for name, (model, _) in loaded.items()
+    }
+    for model, _ in loaded.values():  # inference only, as predict runs them (models/fuse.py)
+        fold_batchnorm(model)
     frames = {
         name: FaceFrame.from_dict(meta["frame"]) if meta.get("frame") else None
         for name, (_, meta) in loaded.items()
@@ -360,7 +366,7 @@ def evaluate_models(
                     heapq.heappushpop(worst, entry)
 
     models: dict[str, ModelEvaluation] = {}
-    for name, (model, meta) in loaded.items():
+    for name, (_, meta) in loaded.items():
         threshold = float(meta.get("palsy_threshold", 0.0))
         metrics = seg_metrics(confusion[name].matrix)
         metrics.update(
@@ -380,7 +386,7 @@ def evaluate_models(
         )
         metrics["palsy_threshold"] = threshold
         metrics["latency_ms"] = 1000.0 * float(np.mean(latencies[name]))
-        metrics["params"] = float(sum(p.numel() for p in model.parameters()))
+        metrics["params"] = float(params[name])  # the trained network's, before folding
         models[name] = ModelEvaluation(
             name, metrics, confusion[name].matrix.copy(), palsy_score=score_kinds[name]
         )

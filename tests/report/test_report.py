@@ -26,6 +26,7 @@ from palsyseg.evaluate import REPORT_HTML, EvaluateConfig, evaluate_models
 from palsyseg.labels import LABEL_NAMES, Label
 from palsyseg.losses import LossConfig
 from palsyseg.metrics import palsy_findings
+from palsyseg.models.fuse import fold_batchnorm
 from palsyseg.report.html import DISCLAIMER
 from palsyseg.report.subgroups import SUBGROUP_COLUMNS
 from palsyseg.storage import fingerprint
@@ -217,6 +218,7 @@ def test_subgroups_cover_the_manifest_columns_and_match_a_recomputation(evaluate
     # every pose's row, recomputed from the photos: the candidate in its face frame, FPP pixels
     # counted on the photo's grid, the side read in the frame (tests/model/test_evaluate.py)
     model, meta = load_checkpoint_model(evaluated["checkpoints"]["palsynet"])
+    fold_batchnorm(model)  # run as the evaluation runs it (palsyseg.models.fuse)
     frame = FaceFrame.from_dict(meta["frame"])
     found_fpp = 0
     for pose in sorted({r.pose for r in rows}):

@@ -147,6 +147,7 @@ def load_predict_model(
     palsyseg checkpoint, and the tracking layer's one-line errors for an unreachable store.
     """
     from palsyseg.checkpoint import load_checkpoint_model
+    from palsyseg.models.fuse import fold_batchnorm
 
     registered, run = _REGISTERED.match(uri), _RUN.match(uri)
     if registered is None and run is None:
@@ -161,7 +162,7 @@ def load_predict_model(
                 f"{uri}: no such checkpoint file (and not a models:/ or runs:/ URI)"
             )
         network, metadata = load_checkpoint_model(path, "cpu")
-        return PredictModel(network, metadata, uri=str(path), name=path.name)
+        return PredictModel(fold_batchnorm(network), metadata, uri=str(path), name=path.name)
 
     from palsyseg.tracking.runs import download_checkpoint
 
@@ -181,7 +182,7 @@ def load_predict_model(
         network, metadata = load_checkpoint_model(checkpoint, "cpu")
     log.info("model %s: version %s, run %s", uri, version, run_id)
     return PredictModel(
-        network,
+        fold_batchnorm(network),
         metadata,
         uri=uri,
         name=name or f"run {run_id}",
