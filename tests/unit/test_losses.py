@@ -208,11 +208,20 @@ def test_fpp_decision_targets_name_the_part_and_half_of_the_fpp_pixels() -> None
     expected[0, 0, 1] = 1
     expected[1, 1, 0] = 1
     assert torch.equal(targets, expected)  # image 2 shows no palsy: all zero
-    # a part with no pixel of its own is never nearest: FPP goes to the other part
-    alone = torch.zeros(1, 12, 9, dtype=torch.long)
-    alone[0, 2:4, 1:3] = 6
-    alone[0, 8:10, 2:7] = 5
+    # an eye closure: the strong eye shut, the weak one all FPP; no eye pixel is left, and the
+    # eyebrows say where the eyes are, so the FPP is the eye's (not the mouth's, as once)
+    closed = torch.zeros(1, 12, 9, dtype=torch.long)
+    closed[0, 0, 1:3], closed[0, 0, 6:8] = 3, 3  # the brows, just above the eyes
+    closed[0, 2:4, 1:3] = 6
+    closed[0, 8:10, 2:7] = 5
+    assert torch.equal(fpp_decision_targets(closed, (4, 5), 6)[0], torch.tensor([[1.0, 0], [0, 0]]))
+    # a part with neither its own pixels nor a fallback's is never nearest: FPP goes elsewhere
+    alone = closed.clone()
+    alone[0, 0] = 0
     assert torch.equal(fpp_decision_targets(alone, (4, 5), 6)[0], torch.tensor([[0.0, 0], [1, 0]]))
+    assert torch.equal(
+        fpp_decision_targets(closed, (4, 5), 6, fallbacks={})[0], torch.tensor([[0.0, 0], [1, 0]])
+    )
 
 
 def test_decision_loss_is_the_bce_of_q_and_joins_the_total_when_weighted() -> None:
