@@ -41,6 +41,7 @@ def main(argv: list[str] | None = None) -> dict:
     import torch
 
     from palsyseg.align import FaceFrame, logits_to_photo
+    from palsyseg.atomic import atomic_write_json
     from palsyseg.checkpoint import load_checkpoint_model
     from palsyseg.data.manifest import read_manifest
     from palsyseg.data.torch_dataset import (
@@ -152,12 +153,9 @@ def main(argv: list[str] | None = None) -> dict:
             f"{name} decision: F1 {counts['f1']} over photos with a weak {name} half or a marked one "
             f"(right {counts['tp']}, false alarms {counts['fp']}, missed {counts['fn']})"
         )
-    text = json.dumps(output)
-    print(text)
-    if args.json:  # written whole or not at all
-        from palsyseg.atomic import atomic_write_text
-
-        atomic_write_text(args.json, text + "\n")
+    print(json.dumps(output))
+    if args.json:
+        atomic_write_json(args.json, output)  # written whole or not at all
     return output
 
 
