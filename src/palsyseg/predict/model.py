@@ -47,7 +47,12 @@ class ModelNotFoundError(PalsysegError):
 
 @dataclass
 class PredictModel:
-    """A loaded network with what ``predict`` needs to run it as it was trained."""
+    """A loaded network with what ``predict`` needs to run it as it was trained.
+
+    ``network`` (eval mode, as :func:`palsyseg.checkpoint.load_checkpoint_model` returns it) is
+    only run from here on, so its BatchNorms are folded into the convolutions before them, in
+    place (:mod:`palsyseg.models.fuse`: the same logits, one operator fewer per block).
+    """
 
     network: Any
     metadata: dict[str, Any]
@@ -55,6 +60,11 @@ class PredictModel:
     name: str
     version: str | None = None
     run_id: str | None = None
+
+    def __post_init__(self) -> None:
+        from palsyseg.models.fuse import fold_batchnorm
+
+        fold_batchnorm(self.network)
 
     @property
     def frame(self) -> FaceFrame | None:
@@ -147,7 +157,6 @@ def load_predict_model(
     palsyseg checkpoint, and the tracking layer's one-line errors for an unreachable store.
     """
     from palsyseg.checkpoint import load_checkpoint_model
-    from palsyseg.models.fuse import fold_batchnorm
 
     registered, run = _REGISTERED.match(uri), _RUN.match(uri)
     if registered is None and run is None:
@@ -162,7 +171,7 @@ def load_predict_model(
                 f"{uri}: no such checkpoint file (and not a models:/ or runs:/ URI)"
             )
         network, metadata = load_checkpoint_model(path, "cpu")
-        return PredictModel(fold_batchnorm(network), metadata, uri=str(path), name=path.name)
+        return PredictModel(network, metadata, uri=str(path), name=path.name)
 
     from palsyseg.tracking.runs import download_checkpoint
 
@@ -182,7 +191,7 @@ def load_predict_model(
         network, metadata = load_checkpoint_model(checkpoint, "cpu")
     log.info("model %s: version %s, run %s", uri, version, run_id)
     return PredictModel(
-        fold_batchnorm(network),
+        network,
         metadata,
         uri=uri,
         name=name or f"run {run_id}",

@@ -124,7 +124,6 @@ class FindingModel(mlflow.pyfunc.PythonModel):
 
     def load_context(self, context: Any) -> None:
         from palsyseg.checkpoint import load_checkpoint_model
-        from palsyseg.models.fuse import fold_batchnorm
         from palsyseg.predict.model import PredictModel
         from palsyseg.predict.photo import Predictor
 
@@ -132,7 +131,7 @@ class FindingModel(mlflow.pyfunc.PythonModel):
         network, metadata = load_checkpoint_model(checkpoint, "cpu")
         config = dict(getattr(context, "model_config", None) or {})
         model = PredictModel(
-            fold_batchnorm(network),  # inference only: BatchNorm folded into its convolution
+            network,
             metadata,
             uri=str(config.get("uri", checkpoint.name)),
             name=str(config.get("name", metadata.get("model_name", "palsyseg"))),
