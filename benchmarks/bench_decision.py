@@ -6,8 +6,9 @@ e.g. ``CHECKPOINT = build/bench_quality/models/palsynet/best.pt`` and ``TEST_DIR
 build/bench_quality/splits/test`` after ``bench_quality.py``. FPP is the weak half's eye or
 mouth: the segmentation says where each part is, :class:`palsyseg.models.asymmetry.PartSideFPP`
 says per part and half whether it is FPP. This scores the test photos (in the face frame,
-mapped back to each photo's pixels, as ``palsyseg evaluate`` does) four times: as the network
-decides at its operating point, and with the labels' decision in place of its own for the eye,
+mapped back to each photo's pixels, as ``palsyseg evaluate`` does) four ways from one forward
+pass per photo, its base logits composed (:meth:`PartSideFPP.compose`) with: the network's own
+decision at its operating point, and the labels' decision in place of its own for the eye,
 for the mouth and for both (:func:`palsyseg.losses.fpp_decision_targets` on the photo's mask in
 the frame: the decision's training target). With both, the FPP F1 left is what the parts'
 segmentation allows; the rest is the decision's. Also reported per part: the decision's F1 over
@@ -70,16 +71,6 @@ def main(argv: list[str] | None = None) -> dict:
     rows = read_manifest(args.test_dir)
     points = row_points(args.test_dir, rows)
 
-    own_shift = block.shift
-    replacement: dict[str, torch.Tensor] = {}
-
-    def shifted(log_q: torch.Tensor) -> torch.Tensor:  # the operating point, parts replaced
-        out = own_shift(log_q).clone()
-        for i in replacement.get("parts", []):
-            out[:, i] = replacement["log_q"][:, i]
-        return out
-
-    block.shift = shifted  # type: ignore[method-assign]
     confusion = {variant: ConfusionMatrix(NUM_CLASSES) for variant in VARIANTS}
     halves = {name: {"tp": 0, "fp": 0, "fn": 0, "label_halves": 0} for name in names}
     replaced = {
@@ -99,24 +90,27 @@ def main(argv: list[str] | None = None) -> dict:
             truth = fpp_decision_targets(
                 torch.from_numpy(framed_mask.astype(np.int64))[None], block.parts, block.fpp_class
             )  # 1×P×2
-            replacement["log_q"] = torch.log(truth.clamp(1e-6, 1 - 1e-6))
+            labels_log_q = torch.log(truth.clamp(1e-6, 1 - 1e-6))
+            out = model(x)
+            decided = out["fpp_decision_log_q"]  # at the operating point
             for variant in VARIANTS:
-                replacement["parts"] = replaced[variant]
-                out = model(x)
-                pred = logits_to_photo(out["logits"], matrix, (height, width)).argmax(dim=1)
+                log_q = decided.clone()
+                log_q[:, replaced[variant]] = labels_log_q[:, replaced[variant]]
+                # the forward's last steps, with this decision: composed, then eval's offsets
+                logits = block.compose(out["base_logits"], log_q)
+                logits = logits + model.class_offsets[:, None, None]
+                pred = logits_to_photo(logits, matrix, (height, width)).argmax(dim=1)
                 confusion[variant].update(pred[0].numpy().astype(np.uint8), sample.mask)
-                if variant == VARIANTS[0]:
-                    marked = out["fpp_decision_log_q"][0].exp() > 0.5  # P×2
-                    for i, name in enumerate(names):
-                        label = truth[0, i] > 0.5
-                        right = bool(torch.equal(marked[i], label))
-                        counts = halves[name]
-                        counts["label_halves"] += int(label.sum())
-                        if label.any():
-                            counts["tp" if right else "fn"] += 1
-                        if marked[i].any() and not right:
-                            counts["fp"] += 1
-    block.shift = own_shift  # type: ignore[method-assign]
+            marked = decided[0].exp() > 0.5  # P×2
+            for i, name in enumerate(names):
+                label = truth[0, i] > 0.5
+                right = bool(torch.equal(marked[i], label))
+                counts = halves[name]
+                counts["label_halves"] += int(label.sum())
+                if label.any():
+                    counts["tp" if right else "fn"] += 1
+                if marked[i].any() and not right:
+                    counts["fp"] += 1
 
     results = {}
     for variant in VARIANTS:
