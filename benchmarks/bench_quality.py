@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> dict:
     from palsyseg.data.synth import SynthConfig, generate_dataset
     from palsyseg.evaluate import evaluate_models
     from palsyseg.split import SplitConfig, split_dataset
-    from palsyseg.train import TrainConfig, train_model
+    from palsyseg.train import TrainConfig, read_checkpoint, train_model
 
     torch.set_num_threads(args.threads)
     run_started = time.perf_counter()
@@ -195,6 +195,10 @@ def main(argv: list[str] | None = None) -> dict:
         }
         for name in args.models
     }
+    for name, path in checkpoints.items():  # palsynet's decision refit (palsyseg.refit), if any
+        refit = read_checkpoint(path)["metadata"].get("decision_refit")
+        if refit:
+            results[name]["decision_refit"] = refit
     if not args.no_landmark_rule:
         from palsyseg.landmark_rule import LandmarkRule
 

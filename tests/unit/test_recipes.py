@@ -27,6 +27,7 @@ def test_each_recipe_is_a_valid_train_section() -> None:
     assert ours.class_offsets and not paper.class_offsets  # per-class offsets from validation
     assert ours.loss.dice_weight == 1.0 and paper.loss.dice_weight == 0.0
     assert ours.loss.decision_weight == 1.0 and paper.loss.decision_weight == 0.0
+    assert ours.decision_refit == 6000 and paper.decision_refit == 0  # palsyseg.refit
 
 
 def test_params_yaml_trains_with_the_default_recipe() -> None:

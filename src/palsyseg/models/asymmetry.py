@@ -166,6 +166,10 @@ class PartSideFPP(nn.Module):
       ``q > 0.5`` — so :func:`palsyseg.scoring.validate` chooses the bias on the validation split
       (:func:`palsyseg.metrics.choose_decision_bias`), as it chooses the palsy threshold, and
       the checkpoint keeps it. Training never reads it: the losses see the raw decision.
+    - **Refit** (:mod:`palsyseg.refit`): :meth:`describe` (what the decision reads: no
+      parameters) and :meth:`judge` (the decision: all of them) are split so that, once the
+      network is trained, the decision can be fit again on descriptors collected from the
+      frozen network — end to end it stays well short of what those descriptors hold.
     """
 
     SHAPE_FEATURES = 5
@@ -290,37 +294,64 @@ class PartSideFPP(nn.Module):
     ) -> Tensor:
         """Log ``q`` per part and side, B×P×2 (left, right of the image), from stride-``stride``
         ``features`` and base ``logits`` at any resolution (``shape_logits``: the base logits
-        at the input's size, for the shape moments; default ``logits``)."""
+        at the input's size, for the shape moments; default ``logits``):
+        :meth:`judge` of :meth:`describe`."""
+        return self.judge(*self.describe(features, logits, image_width, stride, shape_logits))
+
+    def describe(
+        self,
+        features: Tensor,
+        logits: Tensor,
+        image_width: int,
+        stride: int,
+        shape_logits: Tensor | None = None,
+    ) -> tuple[Tensor, Tensor | None]:
+        """What the decision reads, per part and half: the part-weighted mean ``features``
+        (B×P×2×C) and, with ``geometry``, the part's moments (B×P×2×M, :meth:`shape_moments`
+        then :meth:`outline_moments`; ``None`` without). Both are detached from the
+        segmentation's probabilities, not from ``features``."""
         keep = self.others(logits.shape[1])
-        shape_prob = None
-        if self.geometry:
-            base = logits if shape_logits is None else shape_logits
-            shape_prob = base.detach()[:, keep].softmax(dim=1)
-            shape_sign = SidePath.sign_map(
-                base.shape[-1], image_width, image_width // base.shape[-1], base.device
-            )
-            shape_halves = torch.stack([(shape_sign > 0), (shape_sign < 0)]).to(base.dtype)
         prob = F.interpolate(
             logits.detach(), size=features.shape[-2:], mode="bilinear", align_corners=False
         )[:, keep].softmax(dim=1)
         sign = SidePath.sign_map(features.shape[-1], image_width, stride, features.device)
         halves = torch.stack([(sign > 0), (sign < 0)]).to(features.dtype)  # 2×w: left, right
+        weight = (
+            prob[:, [keep.index(part) for part in self.parts], None]
+            * halves[None, None, :, None, :]
+        )  # B×P×2×h×w
+        pooled = torch.einsum("bpshw,bchw->bpsc", weight, features)
+        pooled = pooled / (weight.sum(dim=(3, 4))[..., None] + 1e-3)
+        if not self.geometry:
+            return pooled, None
+        base = logits if shape_logits is None else shape_logits
+        shape_prob = base.detach()[:, keep].softmax(dim=1)
+        shape_sign = SidePath.sign_map(
+            base.shape[-1], image_width, image_width // base.shape[-1], base.device
+        )
+        shape_halves = torch.stack([(shape_sign > 0), (shape_sign < 0)]).to(base.dtype)
+        moments = []
+        for part in self.parts:
+            part_prob = shape_prob[:, keep.index(part)]
+            m = self.shape_moments(part_prob, shape_halves)
+            if self.outline:
+                m = torch.cat([m, self.outline_moments(part_prob, shape_halves)], -1)
+            moments.append(m)
+        return pooled, torch.stack(moments, dim=1)  # float32 under autocast: ~1 px asymmetries
+
+    def judge(self, pooled: Tensor, moments: Tensor | None) -> Tensor:
+        """Log ``q`` (B×P×2) from :meth:`describe`'s descriptors (the class docstring's
+        decision): all the trainable part of the block, so it can be refit on descriptors
+        collected once (:mod:`palsyseg.refit`)."""
         out = []
-        for i, part in enumerate(self.parts):
-            weight = prob[:, keep.index(part)][:, None] * halves[None, :, None, :]  # B×2×h×w
-            pooled = torch.einsum("bshw,bchw->bsc", weight, features)
-            pooled = pooled / (weight.sum(dim=(2, 3))[..., None] + 1e-3)
-            e = self.embed[i](pooled)  # B×2×hidden
+        for i in range(len(self.parts)):
+            e = self.embed[i](pooled[:, i])  # B×2×hidden
             v = self.side[i](e[:, 0]) - self.side[i](e[:, 1])  # B×1, odd in the swap
             even = [(e[:, 0] - e[:, 1]).abs(), e[:, 0] + e[:, 1]]
-            if shape_prob is not None:
-                part_prob = shape_prob[:, keep.index(part)]
-                moments = self.shape_moments(part_prob, shape_halves)
-                if self.outline:
-                    moments = torch.cat(
-                        [moments, self.outline_moments(part_prob, shape_halves)], -1
-                    )
-                difference = (moments[:, 0] - moments[:, 1]).to(v.dtype)  # B×5 (8), odd
+            if self.geometry:
+                if moments is None:
+                    raise ValueError("PartSideFPP with geometry needs the parts' moments")
+                difference = (moments[:, i, 0] - moments[:, i, 1]).to(v.dtype)  # B×5 (8), odd
                 v = v + self.shape_side[i](difference)
                 even.append(difference.abs())
             u = self.presence[i](torch.cat(even, -1))

@@ -489,7 +489,9 @@ class PalsyNet(nn.Module):
     decision is composed in, and ``fpp_decision_log_q``, the decision they were composed with:
     in eval mode at the operating point validation chose (``part_side.decision_bias``), in
     training mode the raw one. The image-level palsy findings read the latter
-    (:func:`palsyseg.metrics.decision_findings`).
+    (:func:`palsyseg.metrics.decision_findings`). ``fpp_pooled`` (B×P×2×C) and ``fpp_moments``
+    (B×P×2×M, with ``part_geometry``) are what that decision read
+    (:meth:`~palsyseg.models.asymmetry.PartSideFPP.describe`).
     """
 
     def __init__(self, config: PalsyNetConfig | None = None) -> None:
@@ -604,9 +606,13 @@ class PalsyNet(nn.Module):
         out["category_embeddings"] = categories
         out["logits"] = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
         if cfg.part_classes:  # FPP per part and side (PartSideFPP), composed at the input size
-            log_q = self.part_side.decide(
+            pooled, moments = self.part_side.describe(
                 d4, logits, int(size[-1]), stride=4, shape_logits=out["logits"]
             )
+            log_q = self.part_side.judge(pooled, moments)
+            out["fpp_pooled"] = pooled  # what the decision read (palsyseg.refit refits on it)
+            if moments is not None:
+                out["fpp_moments"] = moments
             out["base_logits"] = out["logits"]
             out["fpp_side_log_q"] = log_q  # the raw decision, which the losses train
             # eval: at the operating point validation chose (PartSideFPP.shift)

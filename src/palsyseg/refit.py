@@ -1,0 +1,153 @@
+"""Refit PalsyNet's per-part, per-side FPP decision on the trained network's frozen features.
+
+PalsyNet decides FPP once per part and half (:class:`~palsyseg.models.asymmetry.PartSideFPP`):
+the segmentation says where the eye and the mouth are, the decision says whether the weak half's
+part shows its weakness. End to end, that decision is the weakest link: on the 160 px benchmark
+(seed 7, 300 test photos; ``benchmarks/bench_decision.py``) the labels' own decision in place of
+the network's would take FPP F1 from 0.653 to 0.905, and the decision's F1 over photos was 0.58
+for the eye and 0.81 for the mouth. The evidence is there: the same decision block, refit on its
+frozen inputs from 5,000 streamed faces, reached 0.72–0.81 (eye) and 0.86–0.89 (mouth) on those
+test photos with the operating point chosen on validation. End to end it sees each face's
+decision once or twice, among a loss dominated by pixels, while the features and the moments it
+reads still move; after training they stand still and the decision can be fit to them.
+
+So training ends with a refit (``TrainConfig.decision_refit`` > 0):
+
+1. **Descriptors.** The trained network in eval mode (BatchNorm at its running statistics, as at
+   inference) runs without gradients over training items and keeps what the decision reads per
+   part and half (:meth:`PartSideFPP.describe`: the part-weighted mean features and the part's
+   moments) and the decision's targets on the item's mask
+   (:func:`palsyseg.losses.fpp_decision_targets`). The items are the run's own training epochs
+   in order (:func:`epoch_order`), under their training augmentation: no photo the baselines of
+   a benchmark did not see, and no more than the run trained on.
+2. **Fit.** Only the block's parameters (embedding, side and shape terms, presence), from their
+   trained values, by Adam on the decision BCE (:func:`palsyseg.losses.decision_loss`) over the
+   cached descriptors: ``epochs`` passes in shuffled batches of ``batch_size``, seeded.
+3. **Keep.** The caller (:func:`palsyseg.train.train_model`) chooses the operating point on
+   validation again and keeps the refit only where validation's selection key (mean F1, then FPP
+   F1) is not lower than before it.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from palsyseg.losses import decision_loss, fpp_decision_targets
+
+
+@dataclass(frozen=True)
+class Descriptors:
+    """What the decision reads for N items, and its targets (CPU, float32)."""
+
+    pooled: Tensor  # N×P×2×C
+    moments: Tensor | None  # N×P×2×M (None without the block's geometry)
+    targets: Tensor  # N×P×2, 0/1
+
+    def __len__(self) -> int:
+        return int(self.targets.shape[0])
+
+    def take(self, index: Tensor) -> tuple[Tensor, Tensor | None, Tensor]:
+        moments = None if self.moments is None else self.moments[index]
+        return self.pooled[index], moments, self.targets[index]
+
+
+def epoch_order(epochs: int, repeats: int = 1) -> list[int]:
+    """The training epochs in the order the refit draws them: one epoch of every group of
+    ``repeats`` (the stream keeps a draw of faces that long) before a second of any, so the
+    first ``k`` epochs drawn hold as many distinct faces as ``k`` epochs can."""
+    repeats = max(1, repeats)
+    return [e for offset in range(repeats) for e in range(offset, epochs, repeats)]
+
+
+@torch.no_grad()
+def collect_descriptors(
+    model: nn.Module,
+    batches: Iterable[dict[str, Any]],
+    device: torch.device,
+    limit: int,
+) -> Descriptors:
+    """Run ``model`` (a PalsyNet with ``part_side``; put in eval mode here) over ``batches``
+    (items of :class:`palsyseg.data.torch_dataset.SegmentationDataset`: ``image``, ``mask``)
+    until ``limit`` items, keeping :class:`Descriptors`."""
+    block = model.part_side
+    model.eval()
+    pooled: list[Tensor] = []
+    moments: list[Tensor] = []
+    targets: list[Tensor] = []
+    seen = 0
+    for batch in batches:
+        take = min(limit - seen, batch["image"].shape[0])
+        if take <= 0:
+            break
+        out = model(batch["image"][:take].to(device))
+        pooled.append(out["fpp_pooled"].float().cpu())
+        if "fpp_moments" in out:
+            moments.append(out["fpp_moments"].float().cpu())
+        mask = batch["mask"][:take]
+        targets.append(fpp_decision_targets(mask, block.parts, block.fpp_class).float())
+        seen += take
+    if not seen:
+        raise ValueError("collect_descriptors: no items to collect")
+    return Descriptors(
+        pooled=torch.cat(pooled),
+        moments=torch.cat(moments) if moments else None,
+        targets=torch.cat(targets),
+    )
+
+
+def fit_decision(
+    block: nn.Module,
+    data: Descriptors,
+    *,
+    epochs: int = 30,
+    lr: float = 3e-3,
+    weight_decay: float = 1e-4,
+    batch_size: int = 256,
+    seed: int = 0,
+) -> dict[str, float]:
+    """Fit ``block``'s (a :class:`PartSideFPP`) parameters to ``data`` in place (module
+    docstring, step 2); returns the mean decision BCE over ``data`` before and after, and the
+    seconds taken. The block is left in eval mode."""
+    started = time.perf_counter()
+    generator = torch.Generator().manual_seed(seed)
+    params = [p for p in block.parameters() if p.requires_grad]
+    device = params[0].device
+    optimizer = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+
+    def mean_loss() -> float:
+        with torch.no_grad():
+            pooled, moments, targets = data.take(torch.arange(len(data)))
+            log_q = block.judge(pooled.to(device), None if moments is None else moments.to(device))
+            return float(decision_loss(log_q, targets.to(device)))
+
+    before = mean_loss()
+    block.train()
+    n = len(data)
+    for _ in range(epochs):
+        order = torch.randperm(n, generator=generator)
+        for start in range(0, n, batch_size):
+            pooled, moments, targets = data.take(order[start : start + batch_size])
+            log_q = block.judge(pooled.to(device), None if moments is None else moments.to(device))
+            loss = decision_loss(log_q, targets.to(device))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+    block.eval()
+    after = mean_loss()
+    if not math.isfinite(after):
+        raise ValueError(f"the decision refit diverged (BCE {after})")
+    return {
+        "bce_before": round(before, 5),
+        "bce_after": round(after, 5),
+        "fit_seconds": round(time.perf_counter() - started, 2),
+    }
+
+
+__all__ = ["Descriptors", "collect_descriptors", "epoch_order", "fit_decision"]
