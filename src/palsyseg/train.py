@@ -206,6 +206,9 @@ class TrainResult:
     history: list[dict[str, float]]
     best_val_metrics: dict[str, float]
     palsy_threshold: float
+    decision_refit: dict[str, Any] | None = None
+    """What the decision refit did (:mod:`palsyseg.refit`; ``best.pt``'s metadata keeps the
+    same), ``None`` when the run had none."""
 
 
 class TrainingError(PalsysegError):
@@ -394,7 +397,12 @@ def _make_loaders(
     return train_set, sampler, train_loader, val_loader
 
 
-def _result(out_dir: Path, config: TrainConfig, state: dict[str, Any]) -> TrainResult:
+def _result(
+    out_dir: Path,
+    config: TrainConfig,
+    state: dict[str, Any],
+    decision_refit: dict[str, Any] | None = None,
+) -> TrainResult:
     return TrainResult(
         model_name=config.model,
         best_checkpoint=out_dir / BEST_CHECKPOINT,
@@ -403,6 +411,7 @@ def _result(out_dir: Path, config: TrainConfig, state: dict[str, Any]) -> TrainR
         history=list(state["history"]),
         best_val_metrics=dict(state["best_val_metrics"]),
         palsy_threshold=float(state["best_threshold"]),
+        decision_refit=decision_refit,
     )
 
 
@@ -711,9 +720,10 @@ def _train(
         )
     if run.state["epoch"] >= config.epochs:
         log.info("%s already trained for %d epochs", config.model, run.state["epoch"])
-        if procs.is_main:
-            _refit_decision(run, train_set, val_loader)
-        return _result(out_dir, config, run.state) if procs.is_main else None
+        if not procs.is_main:
+            return None
+        refit = _refit_decision(run, train_set, val_loader)
+        return _result(out_dir, config, run.state, refit)
 
     from rich.progress import TextColumn
 
@@ -766,12 +776,13 @@ def _train(
                 import torch.distributed as dist
 
                 dist.barrier()
-    if procs.is_main:
-        _refit_decision(run, train_set, val_loader)
-    return _result(out_dir, config, run.state) if procs.is_main else None
+    if not procs.is_main:
+        return None
+    refit = _refit_decision(run, train_set, val_loader)
+    return _result(out_dir, config, run.state, refit)
 
 
-def _refit_decision(run: _Run, train_set: Any, val_loader: Any) -> None:
+def _refit_decision(run: _Run, train_set: Any, val_loader: Any) -> dict[str, Any] | None:
     """Rank 0, after the last epoch: refit the best model's FPP decision (:mod:`palsyseg.refit`)
     and rewrite ``best.pt`` with it, or with the note that it was not kept, where validation's
     selection key fell. ``best.pt``'s metadata records it (``decision_refit``), so a resumed run
@@ -779,7 +790,7 @@ def _refit_decision(run: _Run, train_set: Any, val_loader: Any) -> None:
     config = run.config
     block = getattr(run.model, "part_side", None)
     if not config.decision_refit or block is None:
-        return
+        return None
     from torch.utils.data import DataLoader
 
     from palsyseg.progress import track
@@ -793,7 +804,7 @@ def _refit_decision(run: _Run, train_set: Any, val_loader: Any) -> None:
             best_val_metrics=dict(metadata["val_metrics"]),
             best_threshold=float(metadata["palsy_threshold"]),
         )
-        return
+        return dict(metadata["decision_refit"])
     started = time.perf_counter()
     run.model.load_state_dict(best["model_state"])
     limit = min(config.decision_refit, config.epochs * len(train_set))
@@ -860,6 +871,7 @@ def _refit_decision(run: _Run, train_set: Any, val_loader: Any) -> None:
         metrics["mean_f1"], before["f1_fpp"], metrics["f1_fpp"],
         "kept" if kept else "not kept (validation fell)",
     )  # fmt: skip
+    return report
 
 
 _REFIT_REPORTED = ("mean_f1", "f1_eye", "f1_mouth", "f1_fpp", "palsy_accuracy", "side_accuracy")

@@ -46,7 +46,7 @@ def tiny_dataset(root: Path) -> Path:
 def write_params(path: Path) -> Path:
     path.write_text(
         "split: {seed: 7, train: 0.6, val: 0.2, test: 0.2}\n"
-        "train: {batch_size: 4, image_size: 32, num_workers: 0}\n",
+        "train: {batch_size: 4, image_size: 32, num_workers: 0, decision_refit: 4}\n",
         encoding="utf-8",
     )
     return path
@@ -205,6 +205,10 @@ def check_mlflow_page(first, args, tracking_uri: str, model_name: str, tmp_path:
         report["models"]["unet_r18"]["metrics"]["f1_fpp"]
     )
     assert not any(key.endswith(".palsynet") for key in baseline.data.metrics)
+    # palsynet's decision refit (palsyseg.refit) is on its run; the U-Net has no decision.
+    assert candidate.data.metrics["decision_refit_items"] == 4
+    assert "decision_refit_kept" in candidate.data.metrics
+    assert not any(key.startswith("decision_refit") for key in baseline.data.metrics)
     assert candidate.data.metrics["test_f1_fpp"] == pytest.approx(
         report["models"]["palsynet"]["metrics"]["f1_fpp"]
     )

@@ -119,6 +119,7 @@ def test_training_ends_with_the_refit_recorded_in_best_and_not_repeated_on_resum
     result = train_model(split / "train", split / "val", tmp_path / "refit", config)
     best = read_checkpoint(result.best_checkpoint)
     report = best["metadata"]["decision_refit"]
+    assert result.decision_refit == report
     train_items = sum(1 for _ in (split / "train" / "images").rglob("*.jpg"))
     assert report["items"] == train_items  # all that one epoch trained on, not 1000
     assert report["bce_after"] < report["bce_before"]
@@ -139,6 +140,7 @@ def test_training_ends_with_the_refit_recorded_in_best_and_not_repeated_on_resum
         )
     again = train_model(split / "train", split / "val", tmp_path / "refit", config, resume=True)
     assert read_checkpoint(again.best_checkpoint)["metadata"]["decision_refit"] == report
+    assert again.decision_refit == report
     assert _nan_equal(again.best_val_metrics) == _nan_equal(result.best_val_metrics)
 
 

@@ -428,6 +428,22 @@ class TrainingRun:
             _finite_metrics(result.best_val_metrics, prefix="best_val_"),
             step=result.best_epoch,
         )
+        refit = getattr(result, "decision_refit", None)
+        if refit:  # palsyseg.refit: what it did, and validation before it
+            numbers = {k: float(v) for k, v in refit.items() if isinstance(v, int | float)}
+            numbers.update(
+                {
+                    f"val_before_{k}": v
+                    for k, v in refit.get("val_before", {}).items()
+                    if v is not None
+                }
+            )
+            _log_metrics(
+                self._client,
+                self.run_id,
+                _finite_metrics(numbers, prefix="decision_refit_"),
+                step=result.best_epoch,
+            )
         return log_model(
             self.run_id,
             Path(result.best_checkpoint),
