@@ -650,12 +650,11 @@ def _train_epoch(
     return _reduce_means(sums, seen, run.procs, run.device)
 
 
-def _finish_epoch(
-    run: _Run, epoch: int, entry: dict[str, float], val_loader: Any, started: float
-) -> None:
-    """Rank 0: validate, keep the best model, write last.pt and history.json."""
+def _validate(run: _Run, val_loader: Any) -> tuple[dict[str, float], float]:
+    """:func:`palsyseg.scoring.validate` of the run's model, which also sets its operating
+    points (the FPP decision's bias, the class offsets when the run chooses them)."""
     frame = frame_of(run.config)
-    metrics, threshold = validate(
+    return validate(
         run.model,
         val_loader,
         run.device,
@@ -664,6 +663,13 @@ def _finish_epoch(
         midline=None if frame is None else (frame.size - 1) / 2,
         class_offsets=run.config.class_offsets,
     )
+
+
+def _finish_epoch(
+    run: _Run, epoch: int, entry: dict[str, float], val_loader: Any, started: float
+) -> None:
+    """Rank 0: validate, keep the best model, write last.pt and history.json."""
+    metrics, threshold = _validate(run, val_loader)
     entry.update({f"val_{k}": float(v) for k, v in metrics.items()})
     entry["val_palsy_threshold"] = float(threshold)
     entry["epoch_seconds"] = time.perf_counter() - started  # training and validation
@@ -833,16 +839,7 @@ def _refit_decision(run: _Run, train_set: Any, val_loader: Any) -> dict[str, Any
     finally:
         train_set.augment = augment
     fit = fit_decision(block, descriptors, seed=config.seed)
-    frame = frame_of(config)
-    metrics, threshold = validate(
-        run.model,
-        val_loader,
-        run.device,
-        amp_dtype=run.amp_dtype,
-        channels_last=run.channels_last,
-        midline=None if frame is None else (frame.size - 1) / 2,
-        class_offsets=config.class_offsets,
-    )
+    metrics, threshold = _validate(run, val_loader)
     before = dict(metadata["val_metrics"])
     kept = list(_selection_key(metrics)) >= list(_selection_key(before))
     report = {

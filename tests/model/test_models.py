@@ -150,11 +150,13 @@ def test_the_part_side_decision_swaps_sides_with_the_halves(geometry: bool, outl
     features[..., :16] += torch.randn(2, 8, 1, 1) * 3  # one half's part looks different
     logits = torch.randn(2, 7, 64, 64)
     full = torch.randn(2, 7, 128, 128)  # the base logits at the input's size (shape moments)
+
+    def decide(*args: torch.Tensor | int, **kwargs: torch.Tensor) -> torch.Tensor:
+        return block.judge(*block.describe(*args, **kwargs))
+
     with torch.no_grad():
-        log_q = block.decide(features, logits, image_width=128, stride=4, shape_logits=full)
-        mirrored = block.decide(
-            features.flip(-1), logits.flip(-1), 128, 4, shape_logits=full.flip(-1)
-        )
+        log_q = decide(features, logits, image_width=128, stride=4, shape_logits=full)
+        mirrored = decide(features.flip(-1), logits.flip(-1), 128, 4, shape_logits=full.flip(-1))
     assert log_q.shape == (2, 2, 2) and (log_q <= 0).all()
     side = log_q[..., 0] - log_q[..., 1]  # = v: log σ(v) − log σ(−v)
     assert (side.abs() > 1e-2).all()  # the halves differ: one side is favoured
@@ -164,7 +166,7 @@ def test_the_part_side_decision_swaps_sides_with_the_halves(geometry: bool, outl
     # A face whose halves pool to the same features gets no side preference at all.
     symmetric = features + features.flip(-1)
     with torch.no_grad():
-        even = block.decide(
+        even = decide(
             symmetric, logits + logits.flip(-1), 128, 4, shape_logits=full + full.flip(-1)
         ).exp()
     torch.testing.assert_close(even[..., 0], even[..., 1])

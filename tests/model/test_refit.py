@@ -92,17 +92,6 @@ def test_descriptors_are_what_the_network_reads_and_stop_at_the_limit() -> None:
     assert data.targets[0, 1].tolist() == [1.0, 0.0]  # the left mouth half
 
 
-@pytest.fixture(scope="module")
-def split(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from palsyseg.data.synth import SynthConfig, generate_dataset
-    from palsyseg.split import SplitConfig, split_dataset
-
-    root = tmp_path_factory.mktemp("tiny")
-    generate_dataset(root / "data", SynthConfig(patients=6, seed=1, size=64, images_per_patient=2))
-    split_dataset(root / "data", root / "split", SplitConfig(seed=1))
-    return root / "split"
-
-
 def _nan_equal(metrics: dict[str, float]) -> dict[str, object]:
     return {k: "nan" if v != v else v for k, v in metrics.items()}  # NaN != NaN
 

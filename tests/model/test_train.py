@@ -26,17 +26,6 @@ pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 TINY = {"epochs": 1, "batch_size": 3, "image_size": 32, "device": "cpu", "seed": 3}
 
 
-@pytest.fixture(scope="module")
-def split(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from palsyseg.data.synth import SynthConfig, generate_dataset
-    from palsyseg.split import SplitConfig, split_dataset
-
-    root = tmp_path_factory.mktemp("tiny")
-    generate_dataset(root / "data", SynthConfig(patients=6, seed=1, size=64, images_per_patient=2))
-    split_dataset(root / "data", root / "split", SplitConfig(seed=1))
-    return root / "split"
-
-
 def weights(path: Path) -> dict[str, torch.Tensor]:
     return read_checkpoint(path)["model_state"]
 

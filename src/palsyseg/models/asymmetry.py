@@ -284,20 +284,6 @@ class PartSideFPP(nn.Module):
         height = column.pow(2).sum(dim=-1) / (column.sum(dim=-1) + 1e-3)
         return torch.stack([end_row, extent, height], dim=-1)
 
-    def decide(
-        self,
-        features: Tensor,
-        logits: Tensor,
-        image_width: int,
-        stride: int,
-        shape_logits: Tensor | None = None,
-    ) -> Tensor:
-        """Log ``q`` per part and side, B×P×2 (left, right of the image), from stride-``stride``
-        ``features`` and base ``logits`` at any resolution (``shape_logits``: the base logits
-        at the input's size, for the shape moments; default ``logits``):
-        :meth:`judge` of :meth:`describe`."""
-        return self.judge(*self.describe(features, logits, image_width, stride, shape_logits))
-
     def describe(
         self,
         features: Tensor,
@@ -306,10 +292,12 @@ class PartSideFPP(nn.Module):
         stride: int,
         shape_logits: Tensor | None = None,
     ) -> tuple[Tensor, Tensor | None]:
-        """What the decision reads, per part and half: the part-weighted mean ``features``
+        """What the decision reads, per part and half, from stride-``stride`` ``features`` and
+        base ``logits`` at any resolution (``shape_logits``: the base logits at the input's
+        size, for the moments; default ``logits``): the part-weighted mean ``features``
         (B×P×2×C) and, with ``geometry``, the part's moments (B×P×2×M, :meth:`shape_moments`
         then :meth:`outline_moments`; ``None`` without). Both are detached from the
-        segmentation's probabilities, not from ``features``."""
+        segmentation's probabilities, not from ``features``. :meth:`judge` decides from them."""
         keep = self.others(logits.shape[1])
         prob = F.interpolate(
             logits.detach(), size=features.shape[-2:], mode="bilinear", align_corners=False
@@ -360,7 +348,7 @@ class PartSideFPP(nn.Module):
 
     def compose(self, logits: Tensor, log_q: Tensor) -> Tensor:
         """Final logits (log-probabilities) from base ``logits`` B×C×H×W (H×W the input's size,
-        the face frame's centre line at ``(W − 1) / 2``) and ``log_q`` from :meth:`decide`."""
+        the face frame's centre line at ``(W − 1) / 2``) and ``log_q`` from :meth:`judge`."""
         c, w = logits.shape[1], logits.shape[-1]
         keep = self.others(c)
         log_p = self.part_log_probs(logits)
