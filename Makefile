@@ -48,7 +48,7 @@ help:
 	@echo "make demo   set up .venv, rebuild the default dataset, run the whole pipeline locally, register a model"
 	@echo "make test   set up .venv, run the test suite"
 	@echo "make lint   ruff check + format check"
-	@echo "make pretrained   re-make the shipped phantom-trained palsynet the demo fine-tunes (~20-35 min)"
+	@echo "make pretrained   re-make the shipped phantom-trained palsynet the demo fine-tunes (~14-35 min)"
 
 install: $(STAMP)
 
