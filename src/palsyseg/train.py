@@ -794,93 +794,39 @@ def _refit_decision(run: _Run, train_set: Any, val_loader: Any) -> dict[str, Any
     selection key fell. ``best.pt``'s metadata records it (``decision_refit``), so a resumed run
     neither repeats it nor loses it."""
     config = run.config
-    block = getattr(run.model, "part_side", None)
-    if not config.decision_refit or block is None:
+    if not config.decision_refit or getattr(run.model, "part_side", None) is None:
         return None
-    from torch.utils.data import DataLoader
-
-    from palsyseg.progress import track
-    from palsyseg.refit import collect_descriptors, epoch_order, fit_decision
+    from palsyseg.refit import refit_decision
 
     best_path = run.out_dir / BEST_CHECKPOINT
     best = read_checkpoint(best_path, map_location=str(run.device))
     metadata = best["metadata"]
-    if metadata.get("decision_refit"):  # done before this run was resumed
-        run.state.update(
-            best_val_metrics=dict(metadata["val_metrics"]),
-            best_threshold=float(metadata["palsy_threshold"]),
-        )
-        return dict(metadata["decision_refit"])
-    started = time.perf_counter()
-    run.model.load_state_dict(best["model_state"])
-    limit = min(config.decision_refit, config.epochs * len(train_set))
-    loader = DataLoader(train_set, batch_size=16, shuffle=False, num_workers=config.num_workers)
-
-    def batches() -> Any:
-        for epoch in epoch_order(config.epochs, config.stream_repeats):
-            train_set.set_epoch(epoch)  # the items of that training epoch
-            yield from loader
-
-    # The faces in the frame's geometry, as inference sees them (measured: refit on the
-    # rotated and rescaled training views, validation FPP F1 fell 0.665 -> 0.597 and the refit
-    # was not kept); flips and the photometric jitter stay.
-    augment = train_set.augment
-    if augment is not None:
-        from palsyseg.data.augment import TrainAugmentation
-
-        train_set.augment = TrainAugmentation(dataclasses.replace(augment.config, affine_p=0.0))
-    try:
-        descriptors = collect_descriptors(
-            run.model,
-            track(batches(), "decision refit: features", total=math.ceil(limit / 16)),
-            run.device,
-            limit,
-        )
-    finally:
-        train_set.augment = augment
-    fit = fit_decision(block, descriptors, seed=config.seed)
-    metrics, threshold = _validate(run, val_loader)
-    before = dict(metadata["val_metrics"])
-    kept = list(_selection_key(metrics)) >= list(_selection_key(before))
-    report = {
-        "items": len(descriptors),
-        **fit,
-        "kept": kept,
-        "val_before": _reported(before),
-        "val_after": _reported(metrics),
-        "seconds": round(time.perf_counter() - started, 1),
-    }
-    if kept:
-        metadata.update(
-            val_metrics={k: float(v) for k, v in metrics.items()},
-            palsy_threshold=float(threshold),
-            palsy_score=palsy_score_of(run.model),
-        )
-        run.state.update(best_val_metrics=dict(metrics), best_threshold=float(threshold))
-    else:  # back to the weights and operating points best.pt holds
+    if not metadata.get("decision_refit"):  # else done before this run was resumed
         run.model.load_state_dict(best["model_state"])
-    metadata["decision_refit"] = report
-    _save_checkpoint(best_path, run.payload(metadata, training=False))
-    log.info(
-        "%s decision refit on %d training items (%.0fs): val mean F1 %.4f -> %.4f, FPP F1 "
-        "%.4f -> %.4f, %s",
-        config.model, report["items"], report["seconds"], before["mean_f1"],
-        metrics["mean_f1"], before["f1_fpp"], metrics["f1_fpp"],
-        "kept" if kept else "not kept (validation fell)",
-    )  # fmt: skip
-    return report
-
-
-_REFIT_REPORTED = ("mean_f1", "f1_eye", "f1_mouth", "f1_fpp", "palsy_accuracy", "side_accuracy")
-
-
-def _reported(metrics: dict[str, float]) -> dict[str, float | None]:
-    """The refit report's validation metrics, rounded; ``None`` for an undefined one (NaN)."""
-    return {
-        key: round(float(metrics[key]), 4) if math.isfinite(metrics[key]) else None
-        for key in _REFIT_REPORTED
-        if key in metrics
-    }
+        report, metrics, threshold = refit_decision(
+            run.model,
+            train_set,
+            config,
+            run.device,
+            before=metadata["val_metrics"],
+            validate=lambda: _validate(run, val_loader),
+            rank=_selection_key,
+        )
+        if report["kept"]:
+            metadata.update(
+                val_metrics={k: float(v) for k, v in metrics.items()},
+                palsy_threshold=float(threshold),
+                palsy_score=palsy_score_of(run.model),
+            )
+        else:  # back to the weights and operating points best.pt holds
+            run.model.load_state_dict(best["model_state"])
+        metadata["decision_refit"] = report
+        _save_checkpoint(best_path, run.payload(metadata, training=False))
+    run.state.update(
+        best_val_metrics=dict(metadata["val_metrics"]),
+        best_threshold=float(metadata["palsy_threshold"]),
+    )
+    return dict(metadata["decision_refit"])
 
 
 def _reduce_means(
