@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> dict:
     from palsyseg.data.synth import SynthConfig, generate_dataset
     from palsyseg.evaluate import evaluate_models
     from palsyseg.split import SplitConfig, split_dataset
-    from palsyseg.train import TrainConfig, read_checkpoint, train_model
+    from palsyseg.train import TrainConfig, train_model
 
     torch.set_num_threads(args.threads)
     run_started = time.perf_counter()
@@ -175,6 +175,7 @@ def main(argv: list[str] | None = None) -> dict:
     args.lr = base.lr  # the JSON's setup records the rate the models trained at
     checkpoints: dict[str, Path] = {}
     train_seconds: dict[str, float] = {}
+    refits: dict[str, dict] = {}
     for name in args.models:
         start = time.perf_counter()
         result = train_model(
@@ -182,6 +183,8 @@ def main(argv: list[str] | None = None) -> dict:
         )
         train_seconds[name] = time.perf_counter() - start
         checkpoints[name] = result.best_checkpoint
+        if result.decision_refit:
+            refits[name] = result.decision_refit
         print(f"trained {name} in {train_seconds[name]:.0f} s", file=sys.stderr)
 
     report = evaluate_models(
@@ -195,10 +198,8 @@ def main(argv: list[str] | None = None) -> dict:
         }
         for name in args.models
     }
-    for name, path in checkpoints.items():  # palsynet's decision refit (palsyseg.refit), if any
-        refit = read_checkpoint(path)["metadata"].get("decision_refit")
-        if refit:
-            results[name]["decision_refit"] = refit
+    for name, refit in refits.items():  # palsynet's decision refit (palsyseg.refit)
+        results[name]["decision_refit"] = refit
     if not args.no_landmark_rule:
         from palsyseg.landmark_rule import LandmarkRule
 
