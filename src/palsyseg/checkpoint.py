@@ -367,6 +367,37 @@ def save_untrained_checkpoint(
     return Path(path)
 
 
+def load_initial_weights(
+    model: nn.Module,
+    path: str | os.PathLike[str],
+    model_name: str,
+    *,
+    keep_class_offsets: bool,
+) -> str:
+    """A training run's warm start (:mod:`palsyseg.train`, "Warm start"): load the weights of
+    ``path`` (a palsyseg checkpoint of ``model_name``) into ``model`` and return their SHA-256.
+    The source's class offsets are zeroed unless ``keep_class_offsets`` (a run that does not
+    choose its own would otherwise apply them unchosen). Raises :class:`CheckpointError` naming
+    the file when it is not a loadable checkpoint, holds another model, or its weights do not
+    fit this one (other ``model_kwargs``)."""
+    path = Path(path)
+    source, meta = load_checkpoint_model(path)
+    if meta["model_name"] != model_name:
+        raise _refuse(path, f"init_weights holds a {meta['model_name']} model, not {model_name}")
+    try:
+        model.load_state_dict(source.state_dict(), strict=True)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise _refuse(
+            path, f"init_weights do not fit {model_name} with these model_kwargs: {first}"
+        ) from None
+    offsets = getattr(model, "class_offsets", None)
+    if offsets is not None and not keep_class_offsets:
+        offsets.zero_()
+    log.info("%s starts from the weights of %s", model_name, path)
+    return str(meta.get(WEIGHTS_DIGEST) or state_sha256(source.state_dict()))
+
+
 def reconcile_run(out_dir: str | os.PathLike[str], *, also: tuple[str, ...] = ()) -> None:
     """Make a run directory whole after a killed write; call before training in it starts.
 

@@ -524,7 +524,13 @@ def _build_run(
         amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     channels_last = cuda and config.channels_last
     model = create_model(config.model, num_classes=NUM_CLASSES, **config.model_kwargs)
-    init_sha256 = load_initial_weights(model, config) if config.init_weights else ""
+    init_sha256 = ""
+    if config.init_weights:
+        from palsyseg.checkpoint import load_initial_weights
+
+        init_sha256 = load_initial_weights(
+            model, config.init_weights, config.model, keep_class_offsets=config.class_offsets
+        )
     model = model.to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -552,44 +558,6 @@ def _build_run(
         config, procs, device, out_dir, amp_dtype, channels_last,
         model, criterion, step, optimizer, scheduler, scaler, init_sha256,
     )  # fmt: skip
-
-
-def load_initial_weights(model: nn.Module, config: TrainConfig) -> str:
-    """Load ``config.init_weights`` (a palsyseg checkpoint of ``config.model``) into ``model``;
-    return those weights' SHA-256. Raises :class:`~palsyseg.checkpoint.CheckpointError` naming
-    the file when it is not a loadable checkpoint, holds another model, or its weights do not
-    fit this one (other ``model_kwargs``)."""
-    from palsyseg.checkpoint import (
-        WEIGHTS_DIGEST,
-        CheckpointError,
-        load_checkpoint_model,
-        state_sha256,
-    )
-
-    path = Path(config.init_weights)
-    source, meta = load_checkpoint_model(path)
-    if meta["model_name"] != config.model:
-        raise CheckpointError(
-            Problem(
-                file=str(path),
-                rule=f"init_weights holds a {meta['model_name']} model, not {config.model}",
-            )
-        )
-    try:
-        model.load_state_dict(source.state_dict(), strict=True)
-    except RuntimeError as exc:
-        first = str(exc).strip().splitlines()[0]
-        raise CheckpointError(
-            Problem(
-                file=str(path),
-                rule=f"init_weights do not fit {config.model} with these model_kwargs: {first}",
-            )
-        ) from None
-    offsets = getattr(model, "class_offsets", None)
-    if offsets is not None and not config.class_offsets:
-        offsets.zero_()  # an operating point this run would otherwise apply without choosing
-    log.info("%s starts from the weights of %s", config.model, path)
-    return str(meta.get(WEIGHTS_DIGEST) or state_sha256(source.state_dict()))
 
 
 def _resume(run: _Run, path: Path) -> None:
