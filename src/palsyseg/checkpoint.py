@@ -277,6 +277,14 @@ def load_checkpoint_model(
         and getattr(shape_side, "shape", (0, 0))[-1] == PartSideFPP.SHAPE_FEATURES
     ):  # written before the shape moments included the parts' outline
         kwargs["part_outline"] = False
+    embed = data["model_state"].get("part_side.embed.0.0.weight")  # part 0's first layer
+    width = int(kwargs.get("embed_dim", 64))
+    if (
+        name.startswith("palsynet")
+        and "part_fine" not in kwargs
+        and getattr(embed, "shape", (0, 0))[-1] == width
+    ):  # written before the part-side decision also pooled the 1/2 decoder features
+        kwargs["part_fine"] = False
     try:
         model = create_model(name, num_classes=num_classes, **kwargs)
     except (ValueError, TypeError, KeyError) as exc:

@@ -172,6 +172,36 @@ def test_the_part_side_decision_swaps_sides_with_the_halves(geometry: bool, outl
     torch.testing.assert_close(even[..., 0], even[..., 1])
 
 
+def test_the_decision_reads_the_fine_features_of_each_half_and_swaps_with_them() -> None:
+    """With ``fine`` (PalsyNet's 1/2 decoder features), each half's part-weighted mean of them
+    is appended to the pooled features; mirroring the face swaps them with the halves."""
+    torch.manual_seed(0)
+    block = PartSideFPP(8 + 4, (4, 5), 6, geometry=True, outline=True).eval()
+    features, fine = torch.randn(2, 8, 32, 32), torch.randn(2, 4, 64, 64)
+    logits, full = torch.randn(2, 7, 64, 64), torch.randn(2, 7, 128, 128)
+    with torch.no_grad():
+        pooled, moments = block.describe(features, logits, 128, 4, shape_logits=full, fine=fine)
+        coarse, _ = block.describe(features, logits, 128, 4, shape_logits=full)
+        flipped, _ = block.describe(
+            features.flip(-1), logits.flip(-1), 128, 4, shape_logits=full.flip(-1),
+            fine=fine.flip(-1),
+        )  # fmt: skip
+    assert pooled.shape == (2, 2, 2, 12)
+    torch.testing.assert_close(pooled[..., :8], coarse)
+    torch.testing.assert_close(flipped, pooled.flip(2), atol=1e-5, rtol=1e-5)
+    # the eye's left half, by hand: its probability-weighted mean of the fine features there
+    keep = block.others(7)
+    prob = logits[:, keep].softmax(dim=1)[:, keep.index(4)]
+    left = (torch.arange(64) * 2 < 63.5).float()  # 1/2 cell j sits on input pixel 2j
+    weight = prob * left
+    expected = (fine * weight[:, None]).sum(dim=(2, 3)) / (weight.sum(dim=(1, 2))[:, None] + 1e-3)
+    torch.testing.assert_close(pooled[:, 0, 0, 8:], expected, atol=1e-5, rtol=1e-4)
+    # and the decision depends on them
+    with torch.no_grad():
+        changed, _ = block.describe(features, logits, 128, 4, shape_logits=full, fine=fine * 3)
+        assert not torch.allclose(block.judge(changed, moments), block.judge(pooled, moments))
+
+
 def test_shape_moments_measure_each_half_in_128_px_frame_pixels() -> None:
     prob = torch.zeros(1, 64, 64)  # a 64 px input: one pixel here is 2 px of a 128 px frame
     prob[0, 40:42, 10:14] = 1.0  # left: rows 40-41, columns 10-13

@@ -295,6 +295,19 @@ def test_a_palsynet_from_before_the_outline_moments_loads_as_it_was_trained(
     assert current.part_side.shape_side[0].weight.shape == (1, 8)
 
 
+def test_a_palsynet_from_before_the_fine_features_loads_as_it_was_trained(
+    written: Path, tmp_path: Path
+) -> None:
+    """The part-side decision later also pooled the 1/2 decoder features (64 + 16 inputs to
+    each part's embedding instead of 64); a checkpoint from before loads without them."""
+    old = _load_older_palsynet(written, tmp_path, part_fine=False)
+    assert old.config.part_fine is False
+    assert old.part_side.embed[0][0].weight.shape == (32, 64)
+    current, _ = load_checkpoint_model(written)
+    assert current.config.part_fine is True
+    assert current.part_side.embed[0][0].weight.shape == (32, 80)
+
+
 def test_the_decision_operating_point_travels_with_the_weights(
     written: Path, tmp_path: Path
 ) -> None:

@@ -155,6 +155,16 @@ class PartSideFPP(nn.Module):
       (palsynet at the benchmark's defaults, the same 300 test photos): FPP F1 0.551 → 0.600,
       side accuracy 0.948 → 0.990, palsy-visible accuracy 0.807 → 0.827, mean F1 0.819 →
       0.833; patient side 0.85 → 0.82 (one patient).
+    - **Fine features** (``fine``, PalsyNet's ``part_fine``): the part-weighted mean of the
+      1/2-resolution decoder features over each half is appended to the 1/4 one. The eye's
+      weakness is an aperture excess of 0.03 inter-ocular distances, 1.2 px in the 160 px
+      frame: below a 1/4 cell. Measured before building it in (the benchmark's seed-7 network,
+      6,000 of its training items → its 300 test photos, a small probe per part, three probe
+      seeds): the eye's decision F1 0.71 from the 1/4 features and the moments, 0.82 with the
+      1/2 features added (mouth 0.87 → 0.89). Trained with them (the benchmark's defaults,
+      training seeds 7–9, the same test photos): FPP F1 0.771 → 0.780, 0.777 → 0.833 and
+      0.782 → 0.775, mean F1 0.889 → 0.894 on average; seed 7's eye decision F1 0.85 → 0.86,
+      mouth 0.81 → 0.84 (README, step 12).
 
     The presence logit starts at −2 (``q ≈ 0.1``): an untrained network marks no FPP.
 
@@ -291,25 +301,23 @@ class PartSideFPP(nn.Module):
         image_width: int,
         stride: int,
         shape_logits: Tensor | None = None,
+        fine: Tensor | None = None,
+        fine_stride: int = 2,
     ) -> tuple[Tensor, Tensor | None]:
         """What the decision reads, per part and half, from stride-``stride`` ``features`` and
         base ``logits`` at any resolution (``shape_logits``: the base logits at the input's
         size, for the moments; default ``logits``): the part-weighted mean ``features``
-        (B×P×2×C) and, with ``geometry``, the part's moments (B×P×2×M, :meth:`shape_moments`
-        then :meth:`outline_moments`; ``None`` without). Both are detached from the
-        segmentation's probabilities, not from ``features``. :meth:`judge` decides from them."""
+        (B×P×2×C; with ``fine``, stride-``fine_stride`` features, their part-weighted mean
+        appended: B×P×2×(C + C_fine)) and, with ``geometry``, the part's moments (B×P×2×M,
+        :meth:`shape_moments` then :meth:`outline_moments`; ``None`` without). Both are detached
+        from the segmentation's probabilities, not from the features. :meth:`judge` decides
+        from them."""
         keep = self.others(logits.shape[1])
-        prob = F.interpolate(
-            logits.detach(), size=features.shape[-2:], mode="bilinear", align_corners=False
-        )[:, keep].softmax(dim=1)
-        sign = SidePath.sign_map(features.shape[-1], image_width, stride, features.device)
-        halves = torch.stack([(sign > 0), (sign < 0)]).to(features.dtype)  # 2×w: left, right
-        weight = (
-            prob[:, [keep.index(part) for part in self.parts], None]
-            * halves[None, None, :, None, :]
-        )  # B×P×2×h×w
-        pooled = torch.einsum("bpshw,bchw->bpsc", weight, features)
-        pooled = pooled / (weight.sum(dim=(3, 4))[..., None] + 1e-3)
+        pooled = self._pool(features, logits, keep, image_width, stride)
+        if fine is not None:
+            pooled = torch.cat(
+                [pooled, self._pool(fine, logits, keep, image_width, fine_stride)], dim=-1
+            )
         if not self.geometry:
             return pooled, None
         base = logits if shape_logits is None else shape_logits
@@ -326,6 +334,22 @@ class PartSideFPP(nn.Module):
                 m = torch.cat([m, self.outline_moments(part_prob, shape_halves)], -1)
             moments.append(m)
         return pooled, torch.stack(moments, dim=1)  # float32 under autocast: ~1 px asymmetries
+
+    def _pool(
+        self, features: Tensor, logits: Tensor, keep: list[int], image_width: int, stride: int
+    ) -> Tensor:
+        """Each part's probability-weighted mean of ``features`` over each half (B×P×2×C)."""
+        prob = F.interpolate(
+            logits.detach(), size=features.shape[-2:], mode="bilinear", align_corners=False
+        )[:, keep].softmax(dim=1)
+        sign = SidePath.sign_map(features.shape[-1], image_width, stride, features.device)
+        halves = torch.stack([(sign > 0), (sign < 0)]).to(features.dtype)  # 2×w: left, right
+        weight = (
+            prob[:, [keep.index(part) for part in self.parts], None]
+            * halves[None, None, :, None, :]
+        )  # B×P×2×h×w
+        pooled = torch.einsum("bpshw,bchw->bpsc", weight, features)
+        return pooled / (weight.sum(dim=(3, 4))[..., None] + 1e-3)
 
     def judge(self, pooled: Tensor, moments: Tensor | None) -> Tensor:
         """Log ``q`` (B×P×2) from :meth:`describe`'s descriptors (the class docstring's
