@@ -44,7 +44,9 @@ class TrainConfig:
     amp: bool = True
     """Mixed precision (bf16 where supported, else fp16 with loss scaling); CUDA only."""
     channels_last: bool = True
-    """NHWC memory format; CUDA only."""
+    """NHWC memory format for the model and its input batches, on CPU as on CUDA (2 CPU threads,
+    batch 4 at 192 px, one training step: palsynet 136 → 107 ms, U-Net-R18 534 → 480 ms,
+    DeepLabV3+-R34 663 → 639 ms)."""
     device: str = "auto"
     """``auto`` (CUDA when available), ``cpu``, ``cuda`` or ``cuda:N``."""
     loss: LossConfig = field(default_factory=LossConfig)
