@@ -44,6 +44,7 @@ def validate(
     channels_last: bool = False,
     midline: float | None = None,
     class_offsets: bool = False,
+    operating_point: bool = True,
 ) -> tuple[dict[str, float], float]:
     """Segmentation metrics (eq. 9–11) and image-level palsy metrics on a validation loader.
 
@@ -59,7 +60,10 @@ def validate(
     metrics are those of the model at that point (the pre-composition logits are kept as
     float16 until it is chosen: 2 bytes per class and pixel of the split). Its image-level
     findings, and so the threshold, are on the decision
-    (:func:`~palsyseg.metrics.decision_findings`; :func:`palsy_score_of`).
+    (:func:`~palsyseg.metrics.decision_findings`; :func:`palsy_score_of`). With
+    ``operating_point=False`` the decision's bias is left as it is (chosen elsewhere: the
+    decision refit chooses it on its training items, :mod:`palsyseg.refit`) and the metrics are
+    those at it.
 
     With ``class_offsets`` a model that has a ``class_offsets`` buffer gets the per-class
     offsets that maximise these images' mean F1 (:func:`choose_class_offsets`, after the
@@ -126,7 +130,8 @@ def validate(
         true_palsy += [bool(p) for p in batch["palsy"].tolist()]
         true_sides += [SIDES[s] for s in batch["visible_side"].tolist()]
     if held:
-        _choose_operating_point(decision, held)
+        if operating_point:
+            _choose_operating_point(decision, held)
         for base, log_q, mask in held:
             shifted = decision.shift(log_q)
             score(decision.compose(base.float(), shifted), mask, shifted)

@@ -501,9 +501,12 @@ def _train_epoch(
     return _reduce_means(sums, seen, run.procs, run.device)
 
 
-def _validate(run: _Run, val_loader: Any) -> tuple[dict[str, float], float]:
+def _validate(
+    run: _Run, val_loader: Any, *, operating_point: bool = True
+) -> tuple[dict[str, float], float]:
     """:func:`palsyseg.scoring.validate` of the run's model, which also sets its operating
-    points (the FPP decision's bias, the class offsets when the run chooses them)."""
+    points (the FPP decision's bias unless ``operating_point`` is false, the class offsets when
+    the run chooses them)."""
     frame = frame_of(run.config)
     return validate(
         run.model,
@@ -513,6 +516,7 @@ def _validate(run: _Run, val_loader: Any) -> tuple[dict[str, float], float]:
         channels_last=run.channels_last,
         midline=None if frame is None else (frame.size - 1) / 2,
         class_offsets=run.config.class_offsets,
+        operating_point=operating_point,
     )
 
 
@@ -662,6 +666,7 @@ def _refit_decision(run: _Run, train_set: Any, val_loader: Any) -> dict[str, Any
             before=metadata["val_metrics"],
             validate=lambda: _validate(run, val_loader),
             rank=_selection_key,
+            validate_at_point=lambda: _validate(run, val_loader, operating_point=False),
         )
         if report["kept"]:
             metadata.update(

@@ -67,6 +67,10 @@ class TrainConfig:
     """After the last epoch, refit PalsyNet's per-part FPP decision on its frozen features over
     up to this many items of the run's own training epochs, and keep it where validation is not
     worse (:mod:`palsyseg.refit`); 0: off. Models without that decision ignore it."""
+    refit_operating_point: str = "items"
+    """Where a kept refit's operating point (the decision's per-part bias) is chosen: ``items``,
+    on the refit's own training items (thousands of decided halves), or ``validation``, on the
+    validation photos (tens of them per part; :mod:`palsyseg.refit`, step 4)."""
     class_offsets: bool = False
     """Choose per-class offsets on the logits at every validation (the ones that maximise the
     validation mean F1, :func:`palsyseg.scoring.choose_class_offsets`); the checkpoint keeps them
@@ -96,6 +100,11 @@ class TrainConfig:
             raise ValueError("stream_patients needs face_frame: the stream is drawn in the frame")
         if self.weight_decay < 0 or self.poly_power < 0 or self.num_workers < 0:
             raise ValueError("weight_decay, poly_power and num_workers must not be negative")
+        if self.refit_operating_point not in ("items", "validation"):
+            raise ValueError(
+                "refit_operating_point must be 'items' or 'validation', got "
+                f"{self.refit_operating_point!r}"
+            )
         if self.optimizer not in ("sgd", "adamw"):
             raise ValueError(f"optimizer must be 'sgd' or 'adamw', got {self.optimizer!r}")
         if self.schedule not in ("poly", "cosine"):

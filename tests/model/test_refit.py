@@ -12,7 +12,13 @@ from palsyseg.labels import Label
 from palsyseg.losses import fpp_decision_targets
 from palsyseg.models import create_model
 from palsyseg.models.asymmetry import PartSideFPP
-from palsyseg.refit import Descriptors, collect_descriptors, epoch_order, fit_decision
+from palsyseg.refit import (
+    Descriptors,
+    choose_operating_point,
+    collect_descriptors,
+    epoch_order,
+    fit_decision,
+)
 from palsyseg.train import TrainConfig, read_checkpoint, train_model
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
@@ -71,6 +77,23 @@ def test_the_fit_learns_a_decision_the_descriptors_hold() -> None:
     assert still["bce_after"] == pytest.approx(still["bce_before"])
 
 
+def test_the_operating_point_is_the_items_f1_best_bias() -> None:
+    torch.manual_seed(0)
+    block = PartSideFPP(8, (4, 5), 6, geometry=True, outline=True)
+    data = _separable(400, 3)
+    fit_decision(block, data, epochs=10, seed=0)  # decision logits spread over several units
+    with torch.no_grad():
+        logits = block.decision_logits(block.judge(data.pooled, data.moments))
+    # targets the decision gets exactly right at one bias per part, about a third of halves FPP
+    quantile = logits.flatten(2).transpose(1, 2).reshape(-1, 2).quantile(2 / 3, dim=0)
+    shift = (-quantile * 4).round() / 4  # on the candidates' 0.25 grid
+    targets = (logits + shift[None, :, None] > 0).float()
+    assert 0.2 < targets.mean() < 0.5 and (shift != 0).all()  # 0 is where the bias starts
+    items = Descriptors(data.pooled, data.moments, targets)
+    assert choose_operating_point(block, items) == shift.tolist()
+    torch.testing.assert_close(block.decision_bias, shift)
+
+
 def test_descriptors_are_what_the_network_reads_and_stop_at_the_limit() -> None:
     torch.manual_seed(0)
     model = create_model("palsynet").eval()
@@ -113,6 +136,11 @@ def test_training_ends_with_the_refit_recorded_in_best_and_not_repeated_on_resum
     assert report["items"] == train_items  # all that one epoch trained on, not 1000
     assert report["bce_after"] < report["bce_before"]
     assert set(report["val_after"]) >= {"mean_f1", "f1_fpp"}
+    bias = best["model_state"]["part_side.decision_bias"].tolist()
+    assert best["metadata"]["val_metrics"]["fpp_decision_bias_eye"] == bias[0]  # scored at it
+    if report["kept"]:  # the refit's items chose the point best.pt holds (the default)
+        assert report["operating_point"]["chosen_on"] == "items"
+        assert report["operating_point"]["bias"] == bias
     # The network is untouched; only the decision block can differ from the run without it.
     before = read_checkpoint(plain.best_checkpoint)["model_state"]
     for key, value in _part_side(before, inside=False).items():

@@ -245,6 +245,8 @@ def test_config_refuses_bad_values() -> None:
         TrainConfig(epochs=0)
     with pytest.raises(ValueError, match="device"):
         TrainConfig(device="tpu")
+    with pytest.raises(ValueError, match="refit_operating_point"):
+        TrainConfig(refit_operating_point="test")
 
 
 def test_paper_defaults() -> None:
@@ -561,6 +563,13 @@ def test_validation_chooses_the_fpp_decision_operating_point() -> None:
     assert metrics["side_accuracy"] == 1.0 and not model.training
     with torch.no_grad():  # the model keeps the point: it marks the weak halves from now on
         torch.testing.assert_close(model(batch["image"])["logits"].argmax(1), masks)
+    # operating_point=False: the bias set elsewhere (the refit's items) stays and is scored as is
+    model.part_side.decision_bias.copy_(torch.tensor([0.0, 0.25]))
+    kept, _ = train_module.validate(
+        model, [batch], torch.device("cpu"), midline=7.5, operating_point=False
+    )
+    torch.testing.assert_close(model.part_side.decision_bias, torch.tensor([0.0, 0.25]))
+    assert kept["fpp_decision_bias_mouth"] == 0.25 and kept["f1_fpp"] < 0.5
 
 
 class _WideParts(torch.nn.Module):
