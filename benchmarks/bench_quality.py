@@ -23,12 +23,12 @@ clinician would ask about, ``palsyseg.landmark_rule`` (dlib's 68 points → mout
 side = the lower corner, threshold fitted on validation), is scored on the same test photos for
 palsy presence and side (no pixels: it segments nothing). Tables go to stderr and
 one JSON object to stdout (and to ``--json``). Quality is a measurement, not a timed test: on 2
-CPU cores the defaults (8,000 photos per model at 160 px, three models) took 39 minutes on a
-fast day of this machine; at 128 px with ``unet_r18_mirror`` as a fourth model, 105 minutes on a
-slow one. palsynet trains 2.5–4× faster than each baseline. The input size was chosen by
-measurement (README, Benchmarks, step 8): 160 px beat 128 px by ~0.02 mean F1 and ~0.03 FPP
-F1 on two training seeds; 192 px added ~0.005 but would put the baselines' training past the
-hour.
+CPU cores the defaults (8,000 photos per model at 192 px, three models, channels-last) took
+53 minutes on this machine (palsynet 534 s, DeepLab 1,477 s, U-Net 1,082 s); its slow days take
+up to twice as long. palsynet trains 2–3× faster than each baseline. The input size was chosen
+by measurement (README, Benchmarks, steps 8 and 13): 160 px beat 128 px by ~0.02 mean F1 and
+~0.03 FPP F1 on two training seeds, and 192 px beat 160 px by ~0.005 and ~0.01 on seed 7;
+192 px fits the hour since channels-last training on CPU (step 13).
 ``--recipe paper`` trains with the paper's settings instead of the default recipe
 (``palsyseg.recipes``).
 """

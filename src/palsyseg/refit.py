@@ -32,8 +32,8 @@ So training ends with a refit (``TrainConfig.decision_refit`` > 0):
    is scored at it. The benchmark's 150 validation photos hold ~20 weak eye halves and ~50 weak
    mouth halves, so the F1-best bias there is a noisy estimate (on one 192 px network it chose
    +1.5 for the eye, q > 0.18, where the 300 test photos' best was −0.5); the 6,000 items hold
-   hundreds of each. In-sample (the decision was just fit to them), but ~2,700 parameters on
-   6,000 items with two halves each. Measured on six trained networks (the benchmark's 160 px
+   hundreds of each. In-sample (the decision's ~12,000 parameters were just fit to them: 6,000
+   faces, 24,000 part halves). Measured on six trained networks (the benchmark's 160 px
    seed 7 before and after the 1/2 features, seeds 8 and 9, two 192 px seed-7 draws; the same
    300 test photos; ``benchmarks/results/refit-operating-point-items.json``): per-half decision
    F1 0.872 → 0.886 on average (6 of 12 part decisions better, 2 worse, 4 equal), mean F1
