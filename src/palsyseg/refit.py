@@ -62,7 +62,6 @@ import torch
 from torch import Tensor, nn
 
 from palsyseg.losses import decision_loss, fpp_decision_targets
-from palsyseg.metrics import choose_decision_bias
 
 log = logging.getLogger(__name__)
 
@@ -181,19 +180,14 @@ def fit_decision(
 @torch.no_grad()
 def choose_operating_point(block: nn.Module, data: Descriptors) -> list[float]:
     """Set ``block``'s (a :class:`PartSideFPP`) per-part ``decision_bias`` to the one that
-    maximises the F1 of its per-half decisions on ``data``
-    (:func:`~palsyseg.metrics.choose_decision_bias`, as validation chooses it) and return it
-    (module docstring, step 4)."""
+    maximises the F1 of its per-half decisions on ``data``, by the rule validation uses
+    (:func:`palsyseg.scoring.set_operating_point`), and return it (module docstring, step 4)."""
+    from palsyseg.scoring import set_operating_point
+
     device = block.decision_bias.device
     pooled, moments, targets = data.take(torch.arange(len(data)))
     log_q = block.judge(pooled.to(device), None if moments is None else moments.to(device))
-    logits = block.decision_logits(log_q).float().cpu()
-    bias = [
-        choose_decision_bias(logits[:, i].numpy(), targets[:, i].numpy())
-        for i in range(logits.shape[1])
-    ]
-    block.decision_bias.copy_(torch.tensor(bias, dtype=block.decision_bias.dtype))
-    return bias
+    return set_operating_point(block, log_q, targets)
 
 
 def describe_training_items(

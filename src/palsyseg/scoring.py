@@ -31,7 +31,13 @@ from palsyseg.processes import autocast
 CLASS_OFFSETS = torch.arange(-16, 17, dtype=torch.float32) / 4
 """Candidate offsets per class (:func:`choose_class_offsets`): −4 … 4 in steps of 0.25."""
 
-__all__ = ["CLASS_OFFSETS", "choose_class_offsets", "palsy_score_of", "validate"]
+__all__ = [
+    "CLASS_OFFSETS",
+    "choose_class_offsets",
+    "palsy_score_of",
+    "set_operating_point",
+    "validate",
+]
 
 
 @torch.inference_mode()
@@ -232,15 +238,27 @@ def _decision_of(model: nn.Module) -> Any:
 def _choose_operating_point(decision: Any, held: list[tuple[Tensor, Tensor, Tensor]]) -> None:
     """Set ``decision.decision_bias`` per part from the validation batches ``held``."""
     from palsyseg.losses import fpp_decision_targets
-    from palsyseg.metrics import choose_decision_bias
 
-    log_q = torch.cat([item[1] for item in held])  # N×P×2, raw
     targets = fpp_decision_targets(
         torch.cat([item[2] for item in held]), tuple(decision.parts), decision.fpp_class
     )
-    side_logits = decision.decision_logits(log_q)
+    set_operating_point(decision, torch.cat([item[1] for item in held]), targets)
+
+
+@torch.no_grad()
+def set_operating_point(decision: Any, log_q: Tensor, targets: Tensor) -> list[float]:
+    """Set ``decision.decision_bias`` (a :class:`~palsyseg.models.asymmetry.PartSideFPP`'s)
+    per part to the bias that maximises the F1 of its per-half decisions, raw ``log_q``
+    (N×P×2) against 0/1 ``targets`` (N×P×2)
+    (:func:`~palsyseg.metrics.choose_decision_bias`), and return it. Validation chooses it on
+    its photos; the decision refit on its training items (:mod:`palsyseg.refit`)."""
+    from palsyseg.metrics import choose_decision_bias
+
+    side_logits = decision.decision_logits(log_q).float().cpu()
+    targets = targets.float().cpu()
     bias = [
         choose_decision_bias(side_logits[:, i].numpy(), targets[:, i].numpy())
-        for i in range(len(decision.parts))
+        for i in range(side_logits.shape[1])
     ]
     decision.decision_bias.copy_(torch.tensor(bias, dtype=decision.decision_bias.dtype))
+    return bias
